@@ -1,0 +1,1306 @@
+"""The object directory: objects, their copies per node, store capacity, and waiters.
+
+Owns: every object's status (pending, available, lost, failed, freed) and
+size; which nodes hold a copy (in memory or spilled), which copy is the
+pinned primary; each node's store capacity and used bytes; the pulls and
+restores in flight; the waiters (``get``, ``wait``, argument fetches,
+argument-existence requests) and when to wake them.
+
+Must not: decide lineage or retries (the task manager does, on
+``ReportLost``), count references (the owner does, and says ``FreeObject``),
+touch bytes, read a clock or draw randomness. It only decides, and returns
+commands (``PullObject``, ``DeleteCopy``, ``SpillObject``, ``RestoreObject``,
+``WakeWaiter``, ``ReportLost``, ``SetTimer``) for a driver or the router.
+
+Theory of operation
+-------------------
+*Copies.* A creation (``TaskFinished``/``TaskFailed`` return sizes, error
+values included, or ``ObjectPut``) stores the *primary* copy on the node. The
+primary of a referenced object is pinned: never evicted, only spilled. Pulls
+add *secondary* copies, which are evicted least-recently-used first when
+room is needed. A copy is *held* (temporarily pinned, neither evicted nor
+spilled) while it is the source of a pull in flight or while a fetch waiter
+on its node counts it as ready, so arguments already fetched stay put until
+the last one arrives.
+
+*Room.* Placing ``size`` bytes on a node plans first, then acts: evict
+unheld secondaries (LRU, ties by object id), then, when the node has
+``spill_enabled``, spill unheld in-memory primaries (LRU). If the plan
+cannot free enough, nothing is touched and the placement fails: a new
+primary is then spilled itself (spill enabled) or fails with
+``OBJECT_STORE_FULL`` (details: object size, store capacity, pinned bytes);
+a secondary copy is not kept (``DeleteCopy``) and the fetch waiters that
+wanted it on that node get an ``OBJECT_STORE_FULL`` failure for it (the
+object itself stays available elsewhere). So, always: a node's used bytes
+equal the sizes of its in-memory copies, and never exceed its capacity
+(spilled bytes do not count).
+
+*Waiters.* ``ObjectsRequested(waiter, node, objects, num_required, fetch)``
+registers a waiter (objects are deduplicated, ``num_required`` is clamped to
+their number). An object is *ready* for a waiter when it is available
+(``fetch=False``) or has an in-memory copy on the waiter's node
+(``fetch=True``); it is *failed* when the object failed or was freed, or it
+can never be local there. When ready + failed reach ``num_required`` the
+waiter gets exactly one ``WakeWaiter`` (ready and failed in request order)
+and is forgotten; a fetch satisfied on a node refreshes the LRU order of the
+copies it used (ties by object id). ``WaiterCancelled`` forgets a waiter.
+A fetch waiter on a node that dies is dropped without a wake (counted).
+
+*Fetching.* For a fetch of an available object not in memory on the node:
+a copy spilled on that node is restored there (``RestoreObject``); otherwise
+it is pulled (``PullObject``) from the lowest node id holding an in-memory
+copy, at most one pull in flight per (object, node). When the only copy is
+a spilled primary elsewhere, it is restored on its node first, then pulled.
+A failed pull is retried from the next holder not yet tried; when every
+holder has failed, a ``SetTimer`` (``pull_retry_s`` later) retries them all:
+the object still has copies, so it is not lost. ``ObjectPullFailed`` never
+drops a copy: only ``NodeDied`` and ``CopiesEvicted`` report copies gone.
+
+*Loss.* When the primary's copy is gone (node death, a fault) the lowest
+node id holding a secondary copy is promoted to primary (pinned). With no
+copy left the object is *lost*; reconstruction is lazy: ``ReportLost`` is
+emitted once per loss, only while some waiter still waits for the object
+(now, or when one arrives later). Waiters keep waiting: a recreation (a
+resubmitted task finishing) wakes them, a ``FailObject`` fails them.
+
+*Freeing.* ``FreeObject`` (the owner's count reached zero) deletes every copy
+(``DeleteCopy``) and forgets the object, keeping a bounded tombstone: a later
+request resolves to ``OBJECT_LOST`` saying the object was freed, a later
+creation of it is deleted on arrival.
+
+Stale or duplicate events (a dead node incarnation, a pull or restore no
+longer in flight, a second free, a fail of an object that has a value) are
+dropped and counted in ``stats``. Results carry no node incarnation and the
+directory does not know attempts: a result reported from a live node is a
+real copy in its store and is kept (the task manager judges attempts); a
+result of a failed object is deleted on arrival. An object larger than the
+store it was spilled on can never be restored: fetches of it fail with
+``OBJECT_STORE_FULL`` (there is no fallback allocation as in Ray's plasma). There are no cascades across objects here:
+every handler does work bounded by the copies and waiters it touches.
+
+Internal commands, as the router delivers them (helpers below):
+``FetchArguments`` -> ``fetch_request`` -> ``ObjectsRequested(fetch=True,
+waiter=fetch_waiter_id(task, attempt, node))``, answered by a ``WakeWaiter``
+that ``arguments_fetched`` turns into ``ArgumentsFetched``;
+``RequestObjects`` -> ``existence_request`` -> ``ObjectsRequested(fetch=False)``;
+``FailObject`` -> ``ObjectFailed``; ``FreeObject`` -> ``ObjectFreed``;
+``ReportLost`` (emitted here) -> the task manager's ``ObjectLost``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from detray.core.commands import (
+    Command,
+    DeleteCopy,
+    FetchArguments,
+    PullObject,
+    ReportLost,
+    RequestObjects,
+    RestoreObject,
+    SetTimer,
+    SpillObject,
+    WakeWaiter,
+)
+from detray.core.errors import ErrorKind, Failure, InvalidTransition, failure
+from detray.core.events import (
+    ArgumentsFetched,
+    CopiesEvicted,
+    Event,
+    NodeDied,
+    NodeJoined,
+    ObjectCopied,
+    ObjectFailed,
+    ObjectFreed,
+    ObjectPullFailed,
+    ObjectPut,
+    ObjectRestored,
+    ObjectsRequested,
+    TaskFailed,
+    TaskFinished,
+    TimerFired,
+    WaiterCancelled,
+)
+from detray.core.ids import NodeID, ObjectID, TaskID
+
+PULL_RETRY_S = 1.0
+"""Delay before pulling again from holders that all failed (a partition may heal)."""
+FREED_REMEMBERED_MAX = 100_000
+"""Tombstones of freed objects kept; older ones are forgotten (then unknown, not freed)."""
+STORY_LINES_MAX = 50_000
+"""Story lines kept, all ids together (the oldest go first)."""
+
+FETCH_WAITER_PREFIX = "fetch:"
+PULL_RETRY_TIMER_PREFIX = "directory:pull-retry:"
+
+
+class ObjectStatus(enum.Enum):
+    """Lifecycle of one object, in lifecycle order (PENDING is the initial state)."""
+
+    PENDING = "pending"
+    """Known (requested, or being decided) but not created yet."""
+    AVAILABLE = "available"
+    """At least one copy, in memory or spilled; exactly one of them is the primary."""
+    LOST = "lost"
+    """Had copies, none left: waiters wait for a recreation or a failure."""
+    FAILED = "failed"
+    """Will never have a value: waiters get the failure."""
+    FREED = "freed"
+    """The owner released every reference: forgotten, only a tombstone is left."""
+
+
+class CopyState(enum.Enum):
+    IN_MEMORY = "in_memory"
+    SPILLED = "spilled"
+
+
+_S = ObjectStatus
+TRANSITIONS: dict[tuple[ObjectStatus, ObjectStatus], str] = {
+    (_S.PENDING, _S.AVAILABLE): "created: TaskFinished/TaskFailed/ObjectPut stored the primary",
+    (_S.PENDING, _S.FAILED): "FailObject, or the primary does not fit and spilling is off",
+    (_S.PENDING, _S.FREED): "FreeObject before the object was created",
+    (_S.AVAILABLE, _S.LOST): "last copy gone (NodeDied, CopiesEvicted)",
+    (_S.AVAILABLE, _S.FREED): "FreeObject: every copy deleted",
+    (_S.LOST, _S.AVAILABLE): "recreated (a resubmitted task finished)",
+    (_S.LOST, _S.FAILED): "FailObject (cannot be rebuilt), or the recreation does not fit",
+    (_S.LOST, _S.FREED): "FreeObject while lost",
+    (_S.FAILED, _S.FREED): "FreeObject of a failed object",
+}
+"""Legal moves of an object's status (``PENDING`` is where every object starts)."""
+
+COPY_TRANSITIONS: dict[tuple[CopyState, CopyState], str] = {
+    (CopyState.IN_MEMORY, CopyState.SPILLED): "SpillObject: a pinned primary makes room",
+    (CopyState.SPILLED, CopyState.IN_MEMORY): "ObjectRestored: read back for a fetch",
+}
+"""Legal moves of one copy (a copy is created in memory, or spilled when it cannot fit)."""
+
+
+@dataclass(slots=True)
+class _Copy:
+    state: CopyState = CopyState.IN_MEMORY
+    holds: int = 0
+    """Pulls sourcing from it plus fetch waiters on its node counting it as ready."""
+    restoring: bool = False
+
+
+@dataclass(slots=True)
+class _Object:
+    obj: ObjectID
+    status: ObjectStatus = ObjectStatus.PENDING
+    size_bytes: int = -1
+    """-1 until the object is created (a failure decided before creation has no size)."""
+    copies: dict[NodeID, _Copy] = field(default_factory=dict)
+    primary: NodeID | None = None
+    failure: Failure | None = None
+    pulls: dict[NodeID, NodeID] = field(default_factory=dict)
+    """Destination node -> source node of the pull in flight."""
+    failed_sources: dict[NodeID, set[NodeID]] = field(default_factory=dict)
+    """Destination node -> sources whose pull failed (only membership is read)."""
+    retry_timers: dict[NodeID, None] = field(default_factory=dict)
+    """Destination nodes waiting for a pull-retry timer."""
+    waiters: dict[str, None] = field(default_factory=dict)
+    """Waiters that named this object and are not woken yet (insertion ordered)."""
+    lost_reported: bool = False
+
+
+@dataclass(slots=True)
+class _Store:
+    node: NodeID
+    incarnation: int
+    capacity_bytes: int
+    spill_enabled: bool
+    alive: bool = True
+    used_bytes: int = 0
+    secondaries: OrderedDict[ObjectID, None] = field(default_factory=OrderedDict)
+    """In-memory secondary copies, least recently used first."""
+    primaries: OrderedDict[ObjectID, None] = field(default_factory=OrderedDict)
+    """In-memory pinned primaries, least recently used first."""
+    spilled: dict[ObjectID, None] = field(default_factory=dict)
+    incoming: dict[ObjectID, None] = field(default_factory=dict)
+    """Objects with a pull in flight to this node."""
+    troubled: dict[ObjectID, None] = field(default_factory=dict)
+    """Objects with failed pull sources recorded for this node as destination."""
+    fetch_waiters: dict[str, None] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Waiter:
+    waiter: str
+    node: NodeID
+    objects: tuple[ObjectID, ...]
+    required: int
+    fetch: bool
+    ready: dict[ObjectID, None] = field(default_factory=dict)
+    failed: dict[ObjectID, Failure] = field(default_factory=dict)
+
+
+# --- helpers for the router ---------------------------------------------------------
+
+
+def fetch_waiter_id(task: TaskID, attempt: int, node: NodeID) -> str:
+    """The waiter id of an argument fetch: ``fetch:<task>:<attempt>:<node>``."""
+    return f"{FETCH_WAITER_PREFIX}{task}:{attempt}:{node}"
+
+
+def parse_fetch_waiter(waiter: str) -> tuple[TaskID, int, NodeID] | None:
+    """``(task, attempt, node)`` of a fetch waiter id, or None for any other waiter."""
+    if not waiter.startswith(FETCH_WAITER_PREFIX):
+        return None
+    parts = waiter[len(FETCH_WAITER_PREFIX) :].split(":")
+    if len(parts) != 3 or not parts[1].isdigit():
+        return None
+    return TaskID(parts[0]), int(parts[1]), NodeID(parts[2])
+
+
+def fetch_request(command: FetchArguments, now: float) -> ObjectsRequested:
+    """``FetchArguments`` as the directory's event: every argument, local to the node."""
+    return ObjectsRequested(
+        now=now,
+        stimulus_id=command.stimulus_id,
+        waiter=fetch_waiter_id(command.task, command.attempt, command.node),
+        node=command.node,
+        objects=command.objects,
+        num_required=len(command.objects),
+        fetch=True,
+    )
+
+
+def existence_request(command: RequestObjects, now: float) -> ObjectsRequested:
+    """``RequestObjects`` as the directory's event: wake when all exist (no fetch)."""
+    return ObjectsRequested(
+        now=now,
+        stimulus_id=command.stimulus_id,
+        waiter=command.waiter,
+        node=command.node,
+        objects=command.objects,
+        num_required=len(command.objects),
+        fetch=False,
+    )
+
+
+def arguments_fetched(wake: WakeWaiter, now: float) -> ArgumentsFetched | None:
+    """The scheduler's ``ArgumentsFetched`` for a fetch waiter's wake (None otherwise).
+
+    ``failure`` is the failure of the first failed argument in argument order.
+    """
+    parsed = parse_fetch_waiter(wake.waiter)
+    if parsed is None:
+        return None
+    task, attempt, node = parsed
+    return ArgumentsFetched(
+        now=now,
+        stimulus_id=wake.stimulus_id,
+        task=task,
+        attempt=attempt,
+        node=node,
+        failure=wake.failed[0][1] if wake.failed else None,
+    )
+
+
+def freed_failure(obj: ObjectID) -> Failure:
+    """What a request for a freed object resolves to."""
+    return failure(
+        ErrorKind.OBJECT_LOST,
+        f"object {obj} was freed: its owner released every reference to it, "
+        "so it can no longer be fetched",
+        object=obj,
+        reason="freed",
+    )
+
+
+class ObjectDirectory:
+    """Objects, copies per node, store capacity and waiters; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        pull_retry_s: float = PULL_RETRY_S,
+        freed_remembered_max: int = FREED_REMEMBERED_MAX,
+        story_lines_max: int = STORY_LINES_MAX,
+    ) -> None:
+        self.stats: Counter[str] = Counter()
+        self._pull_retry_s = pull_retry_s
+        self._freed_max = freed_remembered_max
+        self._objects: dict[ObjectID, _Object] = {}
+        self._stores: dict[NodeID, _Store] = {}
+        self._waiters: dict[str, _Waiter] = {}
+        self._freed: OrderedDict[ObjectID, None] = OrderedDict()
+        self._story: deque[tuple[str, str, str, tuple[object, ...]]] = deque(maxlen=story_lines_max)
+        self._out: list[Command] = []
+        self._sid = ""
+        self._now = 0.0
+        self._handlers: dict[type[Event], Callable[[Any], None]] = {
+            NodeJoined: self._on_node_joined,
+            NodeDied: self._on_node_died,
+            TaskFinished: self._on_task_result,
+            TaskFailed: self._on_task_result,
+            ObjectPut: self._on_object_put,
+            ObjectCopied: self._on_object_copied,
+            ObjectPullFailed: self._on_object_pull_failed,
+            ObjectRestored: self._on_object_restored,
+            CopiesEvicted: self._on_copies_evicted,
+            ObjectsRequested: self._on_objects_requested,
+            WaiterCancelled: self._on_waiter_cancelled,
+            ObjectFailed: self._on_object_failed,
+            ObjectFreed: self._on_object_freed,
+            TimerFired: self._on_timer_fired,
+        }
+
+    # -- the one mutating entry point ------------------------------------------
+
+    def handle(self, event: Event) -> list[Command]:
+        """Apply ``event``; return the commands it causes (each with its stimulus id)."""
+        handler = self._handlers.get(type(event))
+        if handler is None:
+            raise TypeError(f"the object directory does not handle {type(event).__name__}")
+        out: list[Command] = []
+        self._out = out
+        self._sid = event.stimulus_id
+        self._now = event.now
+        handler(event)
+        self._out = []
+        return out
+
+    # -- read-only queries ------------------------------------------------------
+
+    def status(self, obj: ObjectID) -> ObjectStatus | None:
+        """The object's status; None when it was never seen (or its tombstone is forgotten)."""
+        rec = self._objects.get(obj)
+        if rec is not None:
+            return rec.status
+        return ObjectStatus.FREED if obj in self._freed else None
+
+    def size(self, obj: ObjectID) -> int | None:
+        rec = self._objects.get(obj)
+        if rec is None or rec.size_bytes < 0:
+            return None
+        return rec.size_bytes
+
+    def locations(self, obj: ObjectID) -> tuple[NodeID, ...]:
+        """Nodes holding a copy (in memory or spilled), sorted."""
+        rec = self._objects.get(obj)
+        return tuple(sorted(rec.copies)) if rec is not None else ()
+
+    def primary(self, obj: ObjectID) -> NodeID | None:
+        rec = self._objects.get(obj)
+        return rec.primary if rec is not None else None
+
+    def copy_state(self, obj: ObjectID, node: NodeID) -> CopyState | None:
+        rec = self._objects.get(obj)
+        copy = rec.copies.get(node) if rec is not None else None
+        return copy.state if copy is not None else None
+
+    def failure(self, obj: ObjectID) -> Failure | None:
+        """The failure an object resolves to (failed, or freed), else None."""
+        rec = self._objects.get(obj)
+        if rec is not None:
+            return rec.failure
+        return freed_failure(obj) if obj in self._freed else None
+
+    def bytes_by_node(self, objects: Iterable[ObjectID]) -> tuple[tuple[NodeID, int], ...]:
+        """Bytes of ``objects`` (each counted once) held per node, sorted by node.
+
+        Spilled copies count: restoring from the node's disk needs no network.
+        This is the locality hint the router gives schedulers.
+        """
+        by_node: dict[NodeID, int] = {}
+        for obj in dict.fromkeys(objects):
+            rec = self._objects.get(obj)
+            if rec is None:
+                continue
+            for node in rec.copies:
+                by_node[node] = by_node.get(node, 0) + rec.size_bytes
+        return tuple(sorted(by_node.items()))
+
+    def used_bytes(self, node: NodeID) -> int:
+        store = self._stores.get(node)
+        return store.used_bytes if store is not None else 0
+
+    def capacity_bytes(self, node: NodeID) -> int:
+        store = self._stores.get(node)
+        return store.capacity_bytes if store is not None and store.alive else 0
+
+    def node_alive(self, node: NodeID) -> bool:
+        store = self._stores.get(node)
+        return store is not None and store.alive
+
+    def pulls_in_flight(self, obj: ObjectID) -> tuple[tuple[NodeID, NodeID], ...]:
+        """(destination, source) of each pull of ``obj`` in flight, sorted."""
+        rec = self._objects.get(obj)
+        return tuple(sorted(rec.pulls.items())) if rec is not None else ()
+
+    def is_waiting(self, waiter: str) -> bool:
+        return waiter in self._waiters
+
+    def waiting_for(self, waiter: str) -> tuple[ObjectID, ...]:
+        """The objects a waiting waiter still waits for (neither ready nor failed)."""
+        w = self._waiters.get(waiter)
+        if w is None:
+            return ()
+        return tuple(o for o in w.objects if o not in w.ready and o not in w.failed)
+
+    def waiters_of(self, obj: ObjectID) -> tuple[str, ...]:
+        rec = self._objects.get(obj)
+        return tuple(rec.waiters) if rec is not None else ()
+
+    def objects(self) -> tuple[ObjectID, ...]:
+        """Every object with a record (not the freed tombstones), sorted."""
+        return tuple(sorted(self._objects))
+
+    def story(self, key: str) -> list[str]:
+        """Recent history of an object, node or waiter id (from a bounded log of all ids)."""
+        return [
+            f"[{sid}] {template % args}"
+            for line_key, sid, template, args in self._story
+            if line_key == key
+        ]
+
+    # -- membership ---------------------------------------------------------------
+
+    def _on_node_joined(self, event: NodeJoined) -> None:
+        store = self._stores.get(event.node)
+        if store is not None and event.incarnation <= store.incarnation:
+            self.stats["stale_node_joined"] += 1
+            return
+        if event.object_store_bytes < 0:
+            raise ValueError(f"{event.node}: object_store_bytes must be >= 0")
+        if store is not None and store.alive:
+            self.stats["implicit_node_deaths"] += 1
+            self._node_gone(store)
+        self._stores[event.node] = _Store(
+            node=event.node,
+            incarnation=event.incarnation,
+            capacity_bytes=event.object_store_bytes,
+            spill_enabled=event.spill_enabled,
+        )
+        self._log(
+            event.node,
+            "joined incarnation %s: store %s bytes, spill enabled: %s",
+            event.incarnation,
+            event.object_store_bytes,
+            event.spill_enabled,
+        )
+
+    def _on_node_died(self, event: NodeDied) -> None:
+        store = self._stores.get(event.node)
+        if store is None or not store.alive or event.incarnation < store.incarnation:
+            self.stats["stale_node_died"] += 1
+            return
+        store.incarnation = event.incarnation
+        self._node_gone(store)
+
+    def _node_gone(self, store: _Store) -> None:
+        node = store.node
+        store.alive = False
+        self._log(node, "died (incarnation %s): its copies are gone", store.incarnation)
+        for wid in list(store.fetch_waiters):
+            self.stats["waiters_dropped_node_died"] += 1
+            self._log(wid, "dropped: its node %s died", node)
+            self._forget_waiter(self._waiters[wid])
+        affected: dict[ObjectID, None] = {}
+        for obj in list(store.incoming):
+            self._end_pull(self._objects[obj], node)
+            affected[obj] = None
+        for obj in list(store.troubled):
+            self._clear_trouble(self._objects[obj], node)
+        for obj in [*store.secondaries, *store.primaries, *store.spilled]:
+            self._drop_copy(self._objects[obj], node, delete_reason=None)
+            affected[obj] = None
+        assert store.used_bytes == 0, (node, store.used_bytes)
+        for obj in sorted(affected):
+            rec = self._objects.get(obj)
+            if rec is not None:
+                self._refresh(rec)
+
+    # -- creation ---------------------------------------------------------------
+
+    def _on_task_result(self, event: TaskFinished | TaskFailed) -> None:
+        if not self._live_store(event.node, "stale_task_result"):
+            return
+        for obj, size in event.return_sizes:
+            self._create(obj, event.node, size)
+
+    def _on_object_put(self, event: ObjectPut) -> None:
+        if not self._live_store(event.node, "stale_object_put"):
+            return
+        self._create(event.obj, event.node, event.size_bytes)
+
+    def _create(self, obj: ObjectID, node: NodeID, size: int) -> None:
+        if size < 0:
+            raise ValueError(f"object {obj}: size must be >= 0, got {size}")
+        if obj in self._freed:
+            self.stats["created_after_free"] += 1
+            self._emit_delete(obj, node, "freed before it was stored")
+            return
+        rec = self._objects.get(obj)
+        if rec is not None and rec.status is ObjectStatus.FAILED:
+            self.stats["created_after_failure"] += 1
+            self._emit_delete(obj, node, "the object already failed")
+            return
+        if rec is not None and rec.status is ObjectStatus.AVAILABLE:
+            if node in rec.copies:
+                self.stats["duplicate_creation"] += 1
+                return
+            self.stats["created_while_available"] += 1
+            if node in rec.pulls:  # its answer, when it comes, is a duplicate or stale
+                self._end_pull(rec, node)
+            self._clear_trouble(rec, node)
+            if self._place_secondary(rec, node):
+                self._log(obj, "created again on %s: kept as a secondary copy", node)
+            else:
+                self._emit_delete(obj, node, "no room for another copy")
+            self._refresh(rec)  # wakes local fetches, or plans the pull again
+            return
+        if rec is None:
+            rec = self._objects[obj] = _Object(obj=obj)
+        rec.size_bytes = size
+        store_full = self._place_primary(rec, node)
+        if store_full is None:
+            rec.lost_reported = False
+            self._set_status(rec, ObjectStatus.AVAILABLE, f"primary on {node}, {size} bytes")
+        else:
+            rec.failure = store_full
+            self._set_status(rec, ObjectStatus.FAILED, store_full.message)
+            self._emit_delete(obj, node, "object store full")
+        self._refresh(rec)
+
+    # -- copies moving ------------------------------------------------------------
+
+    def _on_object_copied(self, event: ObjectCopied) -> None:
+        obj, node = event.obj, event.node
+        if not self._live_store(node, "stale_object_copied"):
+            return
+        rec = self._objects.get(obj)
+        if rec is None or node not in rec.pulls:
+            if rec is not None and node in rec.copies:
+                self.stats["duplicate_object_copied"] += 1
+                return
+            self.stats["unexpected_object_copied"] += 1
+            self._emit_delete(obj, node, "copy not expected (no pull in flight)")
+            return
+        self._end_pull(rec, node)
+        self._clear_trouble(rec, node)
+        if self._place_secondary(rec, node):
+            self._log(obj, "copied to %s", node)
+        else:
+            self.stats["copies_dropped_no_room"] += 1
+            store = self._stores[node]
+            self._emit_delete(obj, node, "no room for a secondary copy")
+            self._fail_fetches(
+                rec, self._store_full(rec, store, "cannot be copied there"), lambda w: w.node == node
+            )
+        self._refresh(rec)
+
+    def _on_object_pull_failed(self, event: ObjectPullFailed) -> None:
+        rec = self._objects.get(event.obj)
+        if rec is None or rec.pulls.get(event.node) != event.source:
+            self.stats["stale_pull_failed"] += 1
+            return
+        self.stats["pull_failures"] += 1
+        self._end_pull(rec, event.node)
+        rec.failed_sources.setdefault(event.node, set()).add(event.source)
+        self._stores[event.node].troubled[rec.obj] = None
+        self._log(rec.obj, "pull from %s to %s failed", event.source, event.node)
+        self._refresh(rec)
+
+    def _on_object_restored(self, event: ObjectRestored) -> None:
+        obj, node = event.obj, event.node
+        rec = self._objects.get(obj)
+        copy = rec.copies.get(node) if rec is not None else None
+        if rec is None or copy is None or copy.state is not CopyState.SPILLED or not copy.restoring:
+            self.stats["stale_object_restored"] += 1
+            return
+        assert rec.primary == node, (obj, node, rec.primary)
+        copy.restoring = False
+        store = self._stores[node]
+        if self._make_room(store, rec.size_bytes):
+            self._set_copy_state(rec, node, copy, CopyState.IN_MEMORY)
+            del store.spilled[obj]
+            store.primaries[obj] = None
+            store.used_bytes += rec.size_bytes
+        else:
+            # Keep it on disk (the driver drops what it read back) and tell whoever needed it.
+            self.stats["restores_without_room"] += 1
+            self._out.append(
+                SpillObject(stimulus_id=self._sid, obj=obj, node=node, size_bytes=rec.size_bytes)
+            )
+            only_on_disk = len(rec.copies) == 1
+            self._fail_fetches(
+                rec,
+                self._store_full(rec, store, "cannot be restored"),
+                lambda w: only_on_disk or w.node == node,
+            )
+        self._refresh(rec)
+
+    def _on_copies_evicted(self, event: CopiesEvicted) -> None:
+        if not self._live_store(event.node, "stale_copies_evicted"):
+            return
+        affected: list[_Object] = []
+        for obj in dict.fromkeys(event.objects):
+            rec = self._objects.get(obj)
+            if rec is None or event.node not in rec.copies:
+                self.stats["stale_copies_evicted"] += 1
+                continue
+            self.stats["copies_lost_to_faults"] += 1
+            self._drop_copy(rec, event.node, delete_reason=None)
+            affected.append(rec)
+        for rec in sorted(affected, key=lambda r: r.obj):
+            self._refresh(rec)
+
+    def _on_timer_fired(self, event: TimerFired) -> None:
+        if not event.timer.startswith(PULL_RETRY_TIMER_PREFIX):
+            self.stats["foreign_timer"] += 1
+            return
+        obj, _, node = event.timer[len(PULL_RETRY_TIMER_PREFIX) :].rpartition("@")
+        rec = self._objects.get(ObjectID(obj))
+        if rec is None or NodeID(node) not in rec.retry_timers:
+            self.stats["stale_pull_retry_timer"] += 1
+            return
+        self._clear_trouble(rec, NodeID(node))
+        self._refresh(rec)
+
+    # -- decisions from the owner ---------------------------------------------------
+
+    def _on_object_failed(self, event: ObjectFailed) -> None:
+        obj = event.obj
+        if obj in self._freed:
+            self.stats["stale_fail_freed"] += 1
+            return
+        rec = self._objects.get(obj)
+        if rec is None:
+            rec = self._objects[obj] = _Object(obj=obj)
+        if rec.status is ObjectStatus.AVAILABLE:
+            self.stats["fail_ignored_available"] += 1
+            self._log(obj, "FailObject ignored: the object has a value (%s)", event.failure.kind.value)
+            return
+        if rec.status is ObjectStatus.FAILED:
+            self.stats["duplicate_fail"] += 1
+            return
+        rec.failure = event.failure
+        self._set_status(rec, ObjectStatus.FAILED, event.failure.message)
+        self._refresh(rec)
+
+    def _on_object_freed(self, event: ObjectFreed) -> None:
+        obj = event.obj
+        if obj in self._freed:
+            self.stats["duplicate_free"] += 1
+            return
+        self._freed[obj] = None
+        if len(self._freed) > self._freed_max:
+            self._freed.popitem(last=False)
+        rec = self._objects.pop(obj, None)
+        if rec is None:
+            self._log(obj, "freed (never seen)")
+            return
+        self._check_transition(rec, ObjectStatus.FREED)
+        self._log(obj, "%s -> freed: deleting %s copies", rec.status.value, len(rec.copies))
+        for dest in list(rec.pulls):
+            self._end_pull(rec, dest)
+        for node in list(rec.failed_sources):
+            self._clear_trouble(rec, node)
+        for node in sorted(rec.copies):
+            self._remove_copy(rec, node)
+            self._emit_delete(obj, node, "freed")
+        rec.primary = None
+        rec.status = ObjectStatus.FREED
+        if not rec.waiters:
+            return
+        gone = freed_failure(obj)
+        for wid in rec.waiters:
+            w = self._waiters[wid]
+            w.ready.pop(obj, None)  # a fetch hold died with the copy
+            w.failed[obj] = gone
+        for wid in list(rec.waiters):
+            w = self._waiters[wid]
+            if len(w.ready) + len(w.failed) >= w.required:
+                self._wake(w)
+
+    # -- waiters -----------------------------------------------------------------------
+
+    def _on_objects_requested(self, event: ObjectsRequested) -> None:
+        wid = event.waiter
+        if wid in self._waiters:
+            self.stats["duplicate_waiter"] += 1
+            return
+        if event.fetch and not self._live_store(event.node, "stale_objects_requested"):
+            return
+        objects = tuple(dict.fromkeys(event.objects))
+        w = _Waiter(
+            waiter=wid,
+            node=event.node,
+            objects=objects,
+            required=min(max(event.num_required, 0), len(objects)),
+            fetch=event.fetch,
+        )
+        if self._satisfied_at_once(w):  # the common case: nothing to register
+            self._announce_wake(w)
+            return
+        w.ready.clear()
+        w.failed.clear()
+        self._waiters[wid] = w
+        if w.fetch:
+            self._stores[w.node].fetch_waiters[wid] = None
+        self._log(wid, "waits for %s of %s on %s (fetch=%s)", w.required, len(objects), w.node, w.fetch)
+        recs: list[_Object] = []
+        for obj in objects:
+            if obj in self._freed:
+                w.failed[obj] = freed_failure(obj)
+                continue
+            rec = self._objects.get(obj)
+            if rec is None:
+                rec = self._objects[obj] = _Object(obj=obj)
+            rec.waiters[wid] = None
+            self._resolve(w, rec)
+            recs.append(rec)
+        if len(w.ready) + len(w.failed) >= w.required:
+            self._wake(w)
+            return
+        for rec in recs:
+            if rec.obj not in w.ready and rec.obj not in w.failed:
+                self._pursue(rec, (w.node,) if w.fetch else (), needed=True)
+
+    def _on_waiter_cancelled(self, event: WaiterCancelled) -> None:
+        w = self._waiters.get(event.waiter)
+        if w is None:
+            self.stats["unknown_waiter_cancelled"] += 1
+            return
+        self.stats["waiters_cancelled"] += 1
+        self._log(w.waiter, "cancelled")
+        self._forget_waiter(w)
+
+    def _satisfied_at_once(self, w: _Waiter) -> bool:
+        """Judge every object for a new waiter without side effects; True if it is satisfied."""
+        for obj in w.objects:
+            if obj in self._freed:
+                w.failed[obj] = freed_failure(obj)
+                continue
+            rec = self._objects.get(obj)
+            if rec is None:
+                continue
+            verdict = self._verdict(rec, w.fetch, w.node)
+            if verdict is True:
+                w.ready[obj] = None
+            elif verdict is not False:
+                w.failed[obj] = verdict
+        return len(w.ready) + len(w.failed) >= w.required
+
+    def _verdict(self, rec: _Object, fetch: bool, node: NodeID) -> bool | Failure:
+        """For a waiter: True if ``rec`` is ready, its Failure if failed, False if still to come."""
+        status = rec.status
+        if status is ObjectStatus.FAILED:
+            assert rec.failure is not None
+            return rec.failure
+        if status is not ObjectStatus.AVAILABLE:
+            return False
+        if not fetch:
+            return True
+        copy = rec.copies.get(node)
+        if copy is not None and copy.state is CopyState.IN_MEMORY:
+            return True
+        return self._unreachable(rec, node) or False
+
+    def _resolve(self, w: _Waiter, rec: _Object) -> None:
+        """Bring a registered waiter's view of ``rec`` up to date (holds fetched copies)."""
+        obj = rec.obj
+        if obj in w.failed or (w.fetch and obj in w.ready):
+            return  # failures are final; a held copy stays ready until it is dropped
+        verdict = self._verdict(rec, w.fetch, w.node)
+        if verdict is True:
+            w.ready[obj] = None
+            if w.fetch:
+                rec.copies[w.node].holds += 1
+        elif verdict is False:
+            w.ready.pop(obj, None)
+        else:
+            w.ready.pop(obj, None)
+            w.failed[obj] = verdict
+
+    def _unreachable(self, rec: _Object, node: NodeID) -> Failure | None:
+        """A failure when ``rec`` can never be in memory on ``node`` (too big), else None."""
+        store = self._stores[node]
+        if rec.size_bytes > store.capacity_bytes:
+            return self._store_full(rec, store, "is larger than the object store")
+        assert rec.primary is not None
+        only_on_disk = len(rec.copies) == 1 and rec.copies[rec.primary].state is CopyState.SPILLED
+        home = self._stores[rec.primary]
+        if only_on_disk and rec.size_bytes > home.capacity_bytes:
+            return self._store_full(rec, home, "is spilled and larger than the store to restore it in")
+        return None
+
+    def _refresh(self, rec: _Object) -> None:
+        """Re-resolve ``rec`` for its waiters, wake the satisfied, pursue the rest."""
+        obj = rec.obj
+        satisfied: list[_Waiter] = []
+        dests: dict[NodeID, None] = {}
+        needed = False
+        for wid in rec.waiters:
+            w = self._waiters[wid]
+            self._resolve(w, rec)
+            if len(w.ready) + len(w.failed) >= w.required:
+                satisfied.append(w)
+            elif obj not in w.ready and obj not in w.failed:
+                needed = True
+                if w.fetch:
+                    dests[w.node] = None
+        for w in satisfied:
+            self._wake(w)
+        self._pursue(rec, sorted(dests), needed)
+
+    def _pursue(self, rec: _Object, dests: Iterable[NodeID], needed: bool) -> None:
+        """Act for waiters still waiting on ``rec``: fetch it, or report it lost."""
+        if rec.status is ObjectStatus.AVAILABLE:
+            for dest in dests:
+                self._ensure_local(rec, dest)
+        elif rec.status is ObjectStatus.LOST and needed and not rec.lost_reported:
+            rec.lost_reported = True
+            self.stats["lost_reports"] += 1
+            self._log(rec.obj, "needed while lost: ReportLost")
+            self._out.append(ReportLost(stimulus_id=self._sid, obj=rec.obj))
+        elif rec.status is ObjectStatus.PENDING and not rec.waiters:
+            if self._objects.get(rec.obj) is rec:
+                del self._objects[rec.obj]
+
+    def _wake(self, w: _Waiter) -> None:
+        self._forget_waiter(w)
+        self._announce_wake(w)
+
+    def _announce_wake(self, w: _Waiter) -> None:
+        """Emit the one ``WakeWaiter`` of ``w`` (already forgotten, or never registered)."""
+        objects = w.objects
+        ready_set = w.ready
+        if len(ready_set) == len(objects):
+            ready = objects
+        else:
+            ready = tuple([o for o in objects if o in ready_set])
+        failed = tuple([(o, w.failed[o]) for o in objects if o in w.failed]) if w.failed else ()
+        if w.fetch and ready:
+            store = self._stores[w.node]
+            for obj in sorted(ready) if len(ready) > 1 else ready:
+                self._touch(store, obj)  # an access: most recently used, ties by object id
+        self.stats["wakes"] += 1
+        self._log(w.waiter, "woken: %s ready, %s failed", len(ready), len(failed))
+        self._out.append(WakeWaiter(stimulus_id=self._sid, waiter=w.waiter, ready=ready, failed=failed))
+
+    def _forget_waiter(self, w: _Waiter) -> None:
+        del self._waiters[w.waiter]
+        if w.fetch:
+            self._stores[w.node].fetch_waiters.pop(w.waiter, None)
+        for obj in w.objects:
+            rec = self._objects.get(obj)
+            if rec is None:
+                continue
+            rec.waiters.pop(w.waiter, None)
+            if w.fetch and obj in w.ready:
+                rec.copies[w.node].holds -= 1
+            if rec.status is ObjectStatus.PENDING and not rec.waiters:
+                del self._objects[obj]
+
+    def _fail_fetches(self, rec: _Object, why: Failure, which: Callable[[_Waiter], bool]) -> None:
+        """Fail ``rec`` for the fetch waiters still waiting for it that ``which`` selects."""
+        for wid in rec.waiters:
+            w = self._waiters[wid]
+            if w.fetch and rec.obj not in w.ready and rec.obj not in w.failed and which(w):
+                w.failed[rec.obj] = why
+
+    # -- fetching -----------------------------------------------------------------------
+
+    def _ensure_local(self, rec: _Object, dest: NodeID) -> None:
+        """Start what brings available ``rec`` into memory on ``dest`` (if nothing is under way)."""
+        if dest in rec.pulls or dest in rec.retry_timers:
+            return
+        here = rec.copies.get(dest)
+        if here is not None:
+            assert here.state is CopyState.SPILLED, (rec.obj, dest)
+            self._start_restore(rec, dest, here)
+            return
+        tried = rec.failed_sources.get(dest)
+        source: NodeID | None = None
+        any_holder = False
+        for node in sorted(rec.copies):
+            if rec.copies[node].state is CopyState.IN_MEMORY:
+                any_holder = True
+                if tried is None or node not in tried:
+                    source = node
+                    break
+        if source is not None:
+            rec.pulls[dest] = source
+            self._stores[dest].incoming[rec.obj] = None
+            rec.copies[source].holds += 1
+            self.stats["pulls"] += 1
+            self._log(rec.obj, "pull from %s to %s", source, dest)
+            self._out.append(
+                PullObject(
+                    stimulus_id=self._sid,
+                    obj=rec.obj,
+                    source=source,
+                    node=dest,
+                    size_bytes=rec.size_bytes,
+                )
+            )
+        elif any_holder:
+            rec.retry_timers[dest] = None
+            self.stats["pull_retry_timers"] += 1
+            self._log(rec.obj, "every holder failed to serve %s: retry later", dest)
+            self._out.append(
+                SetTimer(
+                    stimulus_id=self._sid,
+                    timer=f"{PULL_RETRY_TIMER_PREFIX}{rec.obj}@{dest}",
+                    at=self._now + self._pull_retry_s,
+                )
+            )
+        else:
+            assert rec.primary is not None
+            self._start_restore(rec, rec.primary, rec.copies[rec.primary])
+
+    def _start_restore(self, rec: _Object, node: NodeID, copy: _Copy) -> None:
+        if copy.restoring or rec.size_bytes > self._stores[node].capacity_bytes:
+            return
+        copy.restoring = True
+        self.stats["restores"] += 1
+        self._log(rec.obj, "restore on %s", node)
+        self._out.append(
+            RestoreObject(stimulus_id=self._sid, obj=rec.obj, node=node, size_bytes=rec.size_bytes)
+        )
+
+    def _end_pull(self, rec: _Object, dest: NodeID) -> None:
+        source = rec.pulls.pop(dest)
+        del self._stores[dest].incoming[rec.obj]
+        copy = rec.copies.get(source)
+        if copy is not None:  # else the source copy is already gone, and its holds with it
+            copy.holds -= 1
+
+    def _clear_trouble(self, rec: _Object, dest: NodeID) -> None:
+        rec.failed_sources.pop(dest, None)
+        rec.retry_timers.pop(dest, None)
+        self._stores[dest].troubled.pop(rec.obj, None)
+
+    # -- room, copies, loss ------------------------------------------------------------
+
+    def _place_primary(self, rec: _Object, node: NodeID) -> Failure | None:
+        """Store the primary of ``rec`` on ``node``: in memory, spilled, or a store-full failure."""
+        store = self._stores[node]
+        size = rec.size_bytes
+        if size <= store.capacity_bytes and self._make_room(store, size):
+            rec.copies[node] = _Copy()
+            store.primaries[rec.obj] = None
+            store.used_bytes += size
+        elif store.spill_enabled:
+            rec.copies[node] = _Copy(state=CopyState.SPILLED)
+            store.spilled[rec.obj] = None
+            self.stats["spills"] += 1
+            self._log(rec.obj, "does not fit in %s's store: spilled at once", node)
+            self._out.append(SpillObject(stimulus_id=self._sid, obj=rec.obj, node=node, size_bytes=size))
+        else:
+            self.stats["store_full_failures"] += 1
+            return self._store_full(rec, store, "does not fit and spilling is disabled")
+        rec.primary = node
+        return None
+
+    def _place_secondary(self, rec: _Object, node: NodeID) -> bool:
+        store = self._stores[node]
+        if rec.size_bytes > store.capacity_bytes or not self._make_room(store, rec.size_bytes):
+            return False
+        rec.copies[node] = _Copy()
+        store.secondaries[rec.obj] = None
+        store.used_bytes += rec.size_bytes
+        return True
+
+    def _make_room(self, store: _Store, size: int) -> bool:
+        """Free ``size`` bytes in ``store``: plan evictions then spills; act only if enough."""
+        missing = store.used_bytes + size - store.capacity_bytes
+        if missing <= 0:
+            return True
+        evict: list[_Object] = []
+        for obj in store.secondaries:
+            rec = self._objects[obj]
+            if rec.copies[store.node].holds:
+                continue
+            evict.append(rec)
+            missing -= rec.size_bytes
+            if missing <= 0:
+                break
+        spill: list[_Object] = []
+        if missing > 0 and store.spill_enabled:
+            for obj in store.primaries:
+                rec = self._objects[obj]
+                if rec.copies[store.node].holds:
+                    continue
+                spill.append(rec)
+                missing -= rec.size_bytes
+                if missing <= 0:
+                    break
+        if missing > 0:
+            return False
+        for rec in evict:
+            self._remove_copy(rec, store.node)
+            self.stats["evictions"] += 1
+            self._log(rec.obj, "evicted from %s (least recently used)", store.node)
+            self._emit_delete(rec.obj, store.node, "evicted (least recently used) to make room")
+        for rec in spill:
+            copy = rec.copies[store.node]
+            self._set_copy_state(rec, store.node, copy, CopyState.SPILLED)
+            del store.primaries[rec.obj]
+            store.spilled[rec.obj] = None
+            store.used_bytes -= rec.size_bytes
+            self.stats["spills"] += 1
+            self._out.append(
+                SpillObject(
+                    stimulus_id=self._sid, obj=rec.obj, node=store.node, size_bytes=rec.size_bytes
+                )
+            )
+        return True
+
+    def _remove_copy(self, rec: _Object, node: NodeID) -> _Copy:
+        """Take the copy out of the indexes (no promotion, no command)."""
+        copy = rec.copies.pop(node)
+        store = self._stores[node]
+        if copy.state is CopyState.SPILLED:
+            del store.spilled[rec.obj]
+        else:
+            store.used_bytes -= rec.size_bytes
+            if node == rec.primary:
+                del store.primaries[rec.obj]
+            else:
+                del store.secondaries[rec.obj]
+        return copy
+
+    def _drop_copy(self, rec: _Object, node: NodeID, *, delete_reason: str | None) -> None:
+        """A copy is gone: end what relied on it, promote or lose the object. Caller refreshes."""
+        copy = self._remove_copy(rec, node)
+        self._log(rec.obj, "copy on %s gone", node)
+        if copy.holds:
+            for dest, source in list(rec.pulls.items()):
+                if source == node:
+                    self._end_pull(rec, dest)
+            for wid in rec.waiters:
+                w = self._waiters[wid]
+                if w.fetch and w.node == node:
+                    w.ready.pop(rec.obj, None)
+        if delete_reason is not None:
+            self._emit_delete(rec.obj, node, delete_reason)
+        if rec.primary != node:
+            return
+        rec.primary = None
+        holders = sorted(rec.copies)
+        if holders:
+            promoted = holders[0]
+            assert rec.copies[promoted].state is CopyState.IN_MEMORY, (rec.obj, promoted)
+            store = self._stores[promoted]
+            del store.secondaries[rec.obj]
+            store.primaries[rec.obj] = None
+            rec.primary = promoted
+            self.stats["promotions"] += 1
+            self._log(rec.obj, "primary lost: copy on %s promoted to primary", promoted)
+            return
+        for dest in list(rec.failed_sources):
+            self._clear_trouble(rec, dest)
+        rec.lost_reported = False
+        self.stats["losses"] += 1
+        self._set_status(rec, ObjectStatus.LOST, f"last copy gone with {node}")
+
+    # -- small helpers --------------------------------------------------------------------
+
+    def _live_store(self, node: NodeID, stale_counter: str) -> bool:
+        store = self._stores.get(node)
+        if store is None or not store.alive:
+            self.stats[stale_counter] += 1
+            return False
+        return True
+
+    def _touch(self, store: _Store, obj: ObjectID) -> None:
+        if obj in store.secondaries:
+            store.secondaries.move_to_end(obj)
+        elif obj in store.primaries:
+            store.primaries.move_to_end(obj)
+
+    def _emit_delete(self, obj: ObjectID, node: NodeID, reason: str) -> None:
+        self._out.append(DeleteCopy(stimulus_id=self._sid, obj=obj, node=node, reason=reason))
+
+    def _pinned_bytes(self, store: _Store) -> int:
+        pinned = 0
+        for obj in store.primaries:
+            pinned += self._objects[obj].size_bytes
+        for obj in store.secondaries:
+            rec = self._objects[obj]
+            if rec.copies[store.node].holds:
+                pinned += rec.size_bytes
+        return pinned
+
+    def _store_full(self, rec: _Object, store: _Store, what: str) -> Failure:
+        pinned = self._pinned_bytes(store)
+        return failure(
+            ErrorKind.OBJECT_STORE_FULL,
+            f"object {rec.obj} ({rec.size_bytes} bytes) {what}: the object store of "
+            f"{store.node} holds {store.capacity_bytes} bytes, {pinned} of them pinned",
+            object=rec.obj,
+            node=store.node,
+            object_size_bytes=rec.size_bytes,
+            store_capacity_bytes=store.capacity_bytes,
+            pinned_bytes=pinned,
+        )
+
+    def _check_transition(self, rec: _Object, new: ObjectStatus) -> None:
+        if (rec.status, new) not in TRANSITIONS:
+            raise InvalidTransition(
+                f"object {rec.obj}: {rec.status.name} -> {new.name} is not a legal transition",
+                self.story(rec.obj),
+            )
+
+    def _set_status(self, rec: _Object, new: ObjectStatus, why: str) -> None:
+        self._check_transition(rec, new)
+        self._log(rec.obj, "%s -> %s: %s", rec.status.value, new.value, why)
+        rec.status = new
+
+    def _set_copy_state(self, rec: _Object, node: NodeID, copy: _Copy, new: CopyState) -> None:
+        if (copy.state, new) not in COPY_TRANSITIONS:
+            raise InvalidTransition(
+                f"copy of {rec.obj} on {node}: {copy.state.name} -> {new.name} is not legal",
+                self.story(rec.obj),
+            )
+        self._log(rec.obj, "copy on %s: %s -> %s", node, copy.state.value, new.value)
+        copy.state = new
+
+    def _log(self, key: str, template: str, *args: object) -> None:
+        # Formatting waits until someone reads the story: the hot path only appends a tuple.
+        self._story.append((key, self._sid, template, args))
+
+    # -- the outside checker's hook -------------------------------------------------------
+
+    def check_invariants(self) -> None:
+        """Cross-check every index; raise AssertionError naming what is wrong."""
+        holds: dict[tuple[ObjectID, NodeID], int] = {}
+        for wid, w in self._waiters.items():
+            assert len(w.ready) + len(w.failed) < w.required, f"waiter {wid} satisfied but not woken"
+            assert not (w.ready.keys() & w.failed.keys()), f"waiter {wid}: ready and failed overlap"
+            assert set(w.ready) | set(w.failed) <= set(w.objects), f"waiter {wid}: foreign objects"
+            if w.fetch:
+                store = self._stores.get(w.node)
+                assert store is not None and store.alive, f"fetch waiter {wid} on dead node {w.node}"
+                assert wid in store.fetch_waiters, f"fetch waiter {wid} missing from {w.node}'s index"
+            for obj in w.objects:
+                rec = self._objects.get(obj)
+                if obj in w.failed:
+                    continue
+                assert rec is not None, f"waiter {wid} waits for forgotten object {obj}"
+                assert wid in rec.waiters, f"waiter {wid} missing from {obj}'s waiters"
+                if obj in w.ready:
+                    if w.fetch:
+                        copy = rec.copies.get(w.node)
+                        assert copy is not None and copy.state is CopyState.IN_MEMORY, (
+                            f"waiter {wid}: {obj} ready but not in memory on {w.node}"
+                        )
+                        holds[(obj, w.node)] = holds.get((obj, w.node), 0) + 1
+                    else:
+                        assert rec.status is ObjectStatus.AVAILABLE, f"waiter {wid}: {obj} ready"
+                    continue
+                self._check_progress(wid, w, rec)
+        for store in self._stores.values():
+            for wid in store.fetch_waiters:
+                assert self._waiters[wid].node == store.node, f"{wid} indexed on {store.node}"
+        freed_overlap = self._freed.keys() & self._objects.keys()
+        assert not freed_overlap, f"freed objects still have records: {sorted(freed_overlap)}"
+        assert len(self._freed) <= self._freed_max, "freed tombstones exceed their bound"
+        for obj, rec in self._objects.items():
+            self._check_object(obj, rec, holds)
+        for node, store in self._stores.items():
+            self._check_store(node, store)
+
+    def _check_progress(self, wid: str, w: _Waiter, rec: _Object) -> None:
+        obj = rec.obj
+        status = rec.status
+        assert status is not ObjectStatus.FAILED, f"waiter {wid} still waits for failed {obj}"
+        if status is ObjectStatus.LOST:
+            assert rec.lost_reported, f"waiter {wid} waits for lost {obj} never reported lost"
+        if status is ObjectStatus.AVAILABLE:
+            assert w.fetch, f"waiter {wid} (no fetch) waits for available {obj}"
+            here = rec.copies.get(w.node)
+            if here is not None:
+                assert here.state is CopyState.SPILLED, f"{wid}: {obj} local but not ready"
+                assert here.restoring, f"{wid}: {obj} spilled on {w.node} and no restore"
+            else:
+                primary_copy = rec.copies[rec.primary] if rec.primary else None
+                under_way = (
+                    w.node in rec.pulls
+                    or w.node in rec.retry_timers
+                    or (primary_copy is not None and primary_copy.restoring)
+                )
+                assert under_way, f"{wid}: nothing brings {obj} to {w.node}"
+
+    def _check_object(
+        self, obj: ObjectID, rec: _Object, holds: dict[tuple[ObjectID, NodeID], int]
+    ) -> None:
+        assert rec.obj == obj, (obj, rec.obj)
+        status = rec.status
+        assert status is not ObjectStatus.FREED, f"{obj}: freed object kept a record"
+        if status is ObjectStatus.AVAILABLE:
+            assert rec.copies, f"{obj}: available without a copy"
+            assert rec.primary in rec.copies, f"{obj}: primary {rec.primary} holds no copy"
+            assert rec.failure is None, f"{obj}: both available and failed"
+        else:
+            assert not rec.copies, f"{obj}: {status.value} yet has copies {sorted(rec.copies)}"
+            assert rec.primary is None, f"{obj}: {status.value} yet has a primary"
+            assert not rec.pulls, f"{obj}: {status.value} yet pulls are in flight"
+            assert not rec.failed_sources and not rec.retry_timers, f"{obj}: pull state kept"
+        if status is ObjectStatus.FAILED:
+            assert rec.failure is not None, f"{obj}: failed without a failure"
+        if status is ObjectStatus.PENDING:
+            assert rec.waiters, f"{obj}: pending with no waiter should be forgotten"
+        for wid in rec.waiters:
+            assert wid in self._waiters and obj in self._waiters[wid].objects, f"{obj}: waiter {wid}"
+        for node, copy in rec.copies.items():
+            store = self._stores.get(node)
+            assert store is not None and store.alive, f"{obj}: copy on dead node {node}"
+            if copy.state is CopyState.SPILLED:
+                assert node == rec.primary, f"{obj}: a spilled copy on {node} is not the primary"
+                assert obj in store.spilled, f"{obj}: spilled copy missing from {node}'s index"
+                assert copy.holds == 0, f"{obj}: spilled copy on {node} is held"
+            else:
+                assert not copy.restoring, f"{obj}: in-memory copy on {node} restoring"
+                index = store.primaries if node == rec.primary else store.secondaries
+                assert obj in index, f"{obj}: copy on {node} missing from its LRU index"
+            expected = holds.get((obj, node), 0) + sum(1 for s in rec.pulls.values() if s == node)
+            assert copy.holds == expected, f"{obj}@{node}: holds {copy.holds} != {expected}"
+        for dest, source in rec.pulls.items():
+            assert dest not in rec.copies, f"{obj}: pulled to {dest} which has a copy"
+            src = rec.copies.get(source)
+            assert src is not None and src.state is CopyState.IN_MEMORY, f"{obj}: bad source {source}"
+            assert obj in self._stores[dest].incoming, f"{obj}: pull to {dest} not indexed"
+            assert dest not in rec.retry_timers, f"{obj}: pull and retry timer for {dest}"
+        for dest in rec.retry_timers:
+            assert dest in rec.failed_sources, f"{obj}: retry timer for {dest} without failures"
+        for dest in rec.failed_sources:
+            store = self._stores[dest]
+            assert store.alive and obj in store.troubled, f"{obj}: failed sources for {dest}"
+
+    def _check_store(self, node: NodeID, store: _Store) -> None:
+        assert store.node == node, (node, store.node)
+        indexes = (store.secondaries, store.primaries, store.spilled, store.incoming, store.troubled)
+        if not store.alive:
+            assert not any(indexes) and not store.fetch_waiters, f"dead {node} kept state"
+            assert store.used_bytes == 0, f"dead {node} uses {store.used_bytes} bytes"
+            return
+        used = 0
+        for obj in store.secondaries:
+            rec = self._objects[obj]
+            assert rec.primary != node and node in rec.copies, f"{node}: bad secondary {obj}"
+            used += rec.size_bytes
+        for obj in store.primaries:
+            rec = self._objects[obj]
+            copy = rec.copies.get(node)
+            assert rec.primary == node and copy is not None, f"{node}: bad primary {obj}"
+            assert copy.state is CopyState.IN_MEMORY, f"{node}: primary {obj} not in memory"
+            used += rec.size_bytes
+        for obj in store.spilled:
+            copy = self._objects[obj].copies.get(node)
+            assert copy is not None and copy.state is CopyState.SPILLED, f"{node}: spilled {obj}"
+        for obj in store.incoming:
+            assert node in self._objects[obj].pulls, f"{node}: incoming {obj} not pulled"
+        for obj in store.troubled:
+            assert node in self._objects[obj].failed_sources, f"{node}: troubled {obj}"
+        assert used == store.used_bytes, f"{node}: used {store.used_bytes} != copies {used}"
+        assert used <= store.capacity_bytes, f"{node}: used {used} > capacity {store.capacity_bytes}"

@@ -1,0 +1,571 @@
+"""The object directory, one story per test: what a user of get/wait/fetch would see."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from detray.core import directory as D
+from detray.core.commands import (
+    Command,
+    DeleteCopy,
+    FetchArguments,
+    PullObject,
+    ReportLost,
+    RequestObjects,
+    RestoreObject,
+    SetTimer,
+    SpillObject,
+    WakeWaiter,
+)
+from detray.core.directory import CopyState, ObjectDirectory, ObjectStatus
+from detray.core.errors import ErrorKind, InvalidTransition, failure
+from detray.core.events import (
+    CopiesEvicted,
+    Event,
+    NodeDied,
+    NodeJoined,
+    ObjectCopied,
+    ObjectFailed,
+    ObjectFreed,
+    ObjectPullFailed,
+    ObjectPut,
+    ObjectRestored,
+    ObjectsRequested,
+    TaskFailed,
+    TaskFinished,
+    TimerFired,
+    WaiterCancelled,
+)
+from detray.core.ids import NodeID, ObjectID, TaskID, WorkerID, node_id
+
+N0, N1, N2 = node_id(0), node_id(1), node_id(2)
+A, B, C = ObjectID("t.r1"), ObjectID("t.r2"), ObjectID("t.r3")
+OWNER = WorkerID("driver")
+
+
+class Story:
+    """A directory plus a clock and stimulus ids; every step checks the invariants."""
+
+    def __init__(self) -> None:
+        self.d = ObjectDirectory()
+        self.step = 0
+
+    def send(self, event_type: type[Event], **fields: object) -> list[Command]:
+        self.step += 1
+        event = event_type(now=float(self.step), stimulus_id=f"s{self.step}", **fields)
+        out = self.d.handle(event)
+        for command in out:
+            assert command.stimulus_id == event.stimulus_id
+        self.d.check_invariants()
+        return out
+
+    def join(self, node: NodeID, capacity: int = 100, *, spill: bool = True, inc: int = 1) -> None:
+        assert self.send(
+            NodeJoined,
+            node=node,
+            incarnation=inc,
+            resources={},
+            object_store_bytes=capacity,
+            spill_enabled=spill,
+        ) == []
+
+    def put(self, obj: ObjectID, node: NodeID, size: int) -> list[Command]:
+        return self.send(ObjectPut, obj=obj, node=node, size_bytes=size, owner=OWNER)
+
+    def finish(self, node: NodeID, *returns: tuple[ObjectID, int]) -> list[Command]:
+        return self.send(
+            TaskFinished,
+            task=TaskID("t"),
+            attempt=1,
+            node=node,
+            worker=WorkerID(f"{node}/w0"),
+            return_sizes=tuple(returns),
+        )
+
+    def get(
+        self,
+        waiter: str,
+        node: NodeID,
+        objects: Sequence[ObjectID],
+        required: int | None = None,
+        *,
+        fetch: bool = True,
+    ) -> list[Command]:
+        return self.send(
+            ObjectsRequested,
+            waiter=waiter,
+            node=node,
+            objects=tuple(objects),
+            num_required=len(objects) if required is None else required,
+            fetch=fetch,
+        )
+
+    def copy_to(self, obj: ObjectID, node: NodeID) -> list[Command]:
+        return self.send(ObjectCopied, obj=obj, node=node)
+
+
+def of(out: list[Command], kind: type[Command]) -> list[Command]:
+    return [c for c in out if isinstance(c, kind)]
+
+
+def wake(out: list[Command]) -> WakeWaiter:
+    wakes = of(out, WakeWaiter)
+    assert len(wakes) == 1, out
+    w = wakes[0]
+    assert isinstance(w, WakeWaiter)
+    return w
+
+
+@pytest.fixture
+def s() -> Story:
+    story = Story()
+    for node in (N0, N1, N2):
+        story.join(node)
+    return story
+
+
+# --- get, wait, fetch ----------------------------------------------------------------
+
+
+def test_get_of_a_local_object_wakes_at_once(s: Story) -> None:
+    s.put(A, N0, 10)
+    out = s.get("g1", N0, [A])
+    assert out == [WakeWaiter(stimulus_id="s5", waiter="g1", ready=(A,), failed=())]
+    assert not s.d.is_waiting("g1")
+
+
+def test_get_before_creation_waits_then_wakes_when_the_task_finishes(s: Story) -> None:
+    assert s.get("g1", N0, [A]) == []
+    assert s.d.status(A) is ObjectStatus.PENDING
+    out = s.finish(N0, (A, 10))
+    assert wake(out).ready == (A,)
+    assert s.d.status(A) is ObjectStatus.AVAILABLE
+
+
+def test_remote_object_is_pulled_from_the_lowest_id_holder_then_the_waiter_wakes(s: Story) -> None:
+    s.put(A, N2, 10)
+    s.get("g0", N1, [A])
+    s.copy_to(A, N1)  # now held by N1 and N2
+    out = s.get("g1", N0, [A])
+    assert out == [PullObject(stimulus_id=out[0].stimulus_id, obj=A, source=N1, node=N0, size_bytes=10)]
+    assert s.d.is_waiting("g1")
+    out = s.copy_to(A, N0)
+    assert wake(out).ready == (A,)
+    assert s.d.locations(A) == (N0, N1, N2)
+    assert s.d.primary(A) == N2
+
+
+def test_a_second_fetch_to_the_same_node_shares_the_pull_in_flight(s: Story) -> None:
+    s.put(A, N1, 10)
+    assert len(of(s.get("g1", N0, [A]), PullObject)) == 1
+    assert of(s.get("g2", N0, [A]), PullObject) == []
+    out = s.copy_to(A, N0)
+    assert sorted(c.waiter for c in of(out, WakeWaiter)) == ["g1", "g2"]  # type: ignore[attr-defined]
+
+
+def test_wait_for_one_of_three_wakes_after_the_first(s: Story) -> None:
+    assert s.get("w", N0, [A, B, C], required=1, fetch=False) == []
+    out = s.finish(N1, (B, 5))
+    assert wake(out) == WakeWaiter(stimulus_id=out[0].stimulus_id, waiter="w", ready=(B,), failed=())
+    assert s.finish(N1, (A, 5)) == []  # woken once, never again
+
+
+def test_existence_request_wakes_on_a_spilled_copy_without_fetching(s: Story) -> None:
+    s.join(N0, 10, spill=True, inc=2)
+    out = s.put(A, N0, 50)  # larger than the store: spilled at once
+    assert of(out, SpillObject)
+    out = s.get("task:x", N2, [A], fetch=False)
+    assert wake(out).ready == (A,) and of(out, RestoreObject) == []
+
+
+def test_duplicate_objects_count_once_and_the_requirement_is_clamped(s: Story) -> None:
+    s.put(A, N0, 10)
+    out = s.get("g", N0, [A, A], required=5)
+    assert wake(out).ready == (A,)
+
+
+def test_cancelled_waiter_is_forgotten_and_never_woken(s: Story) -> None:
+    s.get("g", N0, [A])
+    s.send(WaiterCancelled, waiter="g")
+    assert s.d.status(A) is None  # nobody waits for it: no record kept
+    assert of(s.finish(N0, (A, 10)), WakeWaiter) == []
+    s.send(WaiterCancelled, waiter="g")
+    assert s.d.stats["unknown_waiter_cancelled"] == 1
+
+
+# --- capacity: eviction, spilling, store full ---------------------------------------------
+
+
+def test_lru_eviction_of_secondary_copies_keeps_pinned_primaries(s: Story) -> None:
+    s.put(A, N1, 30)
+    s.put(B, N1, 30)
+    s.put(C, N1, 30)
+    s.put(ObjectID("own"), N0, 40)  # N0's pinned primary
+    for obj in (A, B):
+        s.get(f"g-{obj}", N0, [obj])
+        s.copy_to(obj, N0)
+    s.get("again-A", N0, [A])  # an access: A is now more recent than B
+    s.get("g-C", N0, [C])
+    out = s.copy_to(C, N0)  # 40 + 30 + 30 + 30 > 100: one secondary must go
+    assert of(out, DeleteCopy) == [
+        DeleteCopy(
+            stimulus_id=out[0].stimulus_id, obj=B, node=N0, reason="evicted (least recently used) to make room"
+        )
+    ]
+    assert wake(out).ready == (C,)
+    assert s.d.locations(ObjectID("own")) == (N0,)
+    assert s.d.used_bytes(N0) == 100
+    assert s.d.stats["evictions"] == 1
+
+
+def test_pinned_data_beyond_capacity_spills_when_enabled(s: Story) -> None:
+    s.put(A, N0, 60)
+    out = s.put(B, N0, 60)
+    assert of(out, SpillObject) == [SpillObject(stimulus_id=out[0].stimulus_id, obj=A, node=N0, size_bytes=60)]
+    assert s.d.copy_state(A, N0) is CopyState.SPILLED
+    assert s.d.copy_state(B, N0) is CopyState.IN_MEMORY
+    assert s.d.used_bytes(N0) == 60
+    assert s.d.status(A) is ObjectStatus.AVAILABLE
+
+
+def test_pinned_data_beyond_capacity_fails_with_store_full_sizes_when_spilling_is_off(s: Story) -> None:
+    s.join(N0, 100, spill=False, inc=2)
+    s.put(A, N0, 70)
+    out = s.put(B, N0, 40)
+    assert of(out, DeleteCopy) == [
+        DeleteCopy(stimulus_id=out[0].stimulus_id, obj=B, node=N0, reason="object store full")
+    ]
+    assert s.d.status(B) is ObjectStatus.FAILED
+    why = s.d.failure(B)
+    assert why is not None and why.kind is ErrorKind.OBJECT_STORE_FULL
+    assert why.detail("object_size_bytes") == "40"
+    assert why.detail("store_capacity_bytes") == "100"
+    assert why.detail("pinned_bytes") == "70"
+    out = s.get("g", N1, [B])
+    assert wake(out).failed == ((B, why),)
+
+
+def test_store_full_evicts_nothing_when_eviction_could_not_make_room(s: Story) -> None:
+    s.join(N0, 100, spill=False, inc=2)
+    s.put(A, N1, 20)
+    s.get("g", N0, [A])
+    s.copy_to(A, N0)  # an unheld secondary of 20 bytes
+    s.put(B, N0, 70)
+    out = s.put(C, N0, 40)  # 70 pinned + 40 > 100 even without A
+    assert of(out, DeleteCopy) == [
+        DeleteCopy(stimulus_id=out[0].stimulus_id, obj=C, node=N0, reason="object store full")
+    ]
+    assert s.d.locations(A) == (N0, N1)
+
+
+def test_fetch_of_a_spilled_object_restores_it(s: Story) -> None:
+    s.put(A, N0, 60)
+    s.put(B, N0, 60)  # A spilled
+    out = s.get("g", N0, [A])
+    assert out == [RestoreObject(stimulus_id=out[0].stimulus_id, obj=A, node=N0, size_bytes=60)]
+    out = s.send(ObjectRestored, obj=A, node=N0)
+    assert of(out, SpillObject)[0].obj == B  # type: ignore[attr-defined]
+    assert wake(out).ready == (A,)
+    assert s.d.copy_state(A, N0) is CopyState.IN_MEMORY
+
+
+def test_a_restore_that_finds_no_room_stays_on_disk_and_fails_the_fetch(s: Story) -> None:
+    s.put(A, N0, 60)
+    s.put(B, N0, 60)  # A spilled
+    s.get("g", N0, [A])  # RestoreObject(A) in flight
+    s.get("args", N0, [B, C])  # B is local and held until C exists
+    out = s.send(ObjectRestored, obj=A, node=N0)  # B cannot be spilled: no room for A
+    assert of(out, SpillObject) == [SpillObject(stimulus_id=out[0].stimulus_id, obj=A, node=N0, size_bytes=60)]
+    woken = wake(out)
+    assert woken.waiter == "g" and woken.failed[0][1].kind is ErrorKind.OBJECT_STORE_FULL
+    assert s.d.copy_state(A, N0) is CopyState.SPILLED
+    assert s.d.used_bytes(N0) == 60
+    assert s.d.stats["restores_without_room"] == 1
+
+
+def test_fetch_elsewhere_of_an_object_only_on_disk_restores_then_pulls(s: Story) -> None:
+    s.put(A, N0, 60)
+    s.put(B, N0, 60)  # A spilled on N0
+    out = s.get("g", N1, [A])
+    assert of(out, RestoreObject)[0].node == N0  # type: ignore[attr-defined]
+    out = s.send(ObjectRestored, obj=A, node=N0)
+    assert of(out, PullObject)[0].source == N0  # type: ignore[attr-defined]
+    assert wake(s.copy_to(A, N1)).ready == (A,)
+
+
+def test_fetched_arguments_stay_pinned_until_the_last_one_arrives(s: Story) -> None:
+    s.put(A, N1, 50)
+    s.put(B, N1, 50)
+    s.put(C, N2, 40)
+    s.get("fetch", N0, [A, B])
+    s.copy_to(A, N0)  # A is local but the waiter still waits for B
+    s.get("other", N0, [C])
+    out = s.copy_to(C, N0)  # 50 + 40 fits; then B cannot evict the held A
+    assert wake(out).waiter == "other"
+    out = s.copy_to(B, N0)  # 50 + 40 + 50 > 100: C (unheld) is evicted, A is kept
+    assert [c.obj for c in of(out, DeleteCopy)] == [C]  # type: ignore[attr-defined]
+    assert wake(out).ready == (A, B)
+
+
+def test_a_copy_that_cannot_fit_is_not_kept_and_the_fetch_fails_with_store_full(s: Story) -> None:
+    s.join(N0, 100, spill=False, inc=2)
+    s.put(A, N0, 80)  # pinned
+    s.put(B, N1, 50)
+    s.get("g", N0, [B])
+    out = s.copy_to(B, N0)
+    assert [c.reason for c in of(out, DeleteCopy)] == ["no room for a secondary copy"]  # type: ignore[attr-defined]
+    woken = wake(out)
+    assert woken.ready == () and woken.failed[0][1].kind is ErrorKind.OBJECT_STORE_FULL
+    assert s.d.status(B) is ObjectStatus.AVAILABLE  # only this waiter failed
+
+
+def test_an_object_larger_than_the_destination_store_fails_the_fetch_at_once(s: Story) -> None:
+    s.join(N2, 1000, inc=2)
+    s.put(A, N2, 500)
+    out = s.get("g", N0, [A])
+    assert of(out, PullObject) == []
+    assert wake(out).failed[0][1].detail("store_capacity_bytes") == "100"
+
+
+# --- pulls that fail -----------------------------------------------------------------------
+
+
+def test_failed_pull_retries_from_the_next_holder_then_waits_for_a_timer(s: Story) -> None:
+    s.put(A, N1, 10)
+    s.get("g2", N2, [A])
+    s.copy_to(A, N2)
+    out = s.get("g", N0, [A])
+    assert of(out, PullObject)[0].source == N1  # type: ignore[attr-defined]
+    out = s.send(ObjectPullFailed, obj=A, node=N0, source=N1)
+    assert of(out, PullObject)[0].source == N2  # type: ignore[attr-defined]
+    out = s.send(ObjectPullFailed, obj=A, node=N0, source=N2)
+    timers = of(out, SetTimer)
+    assert len(timers) == 1 and of(out, ReportLost) == []  # copies exist: not lost
+    timer = timers[0]
+    assert isinstance(timer, SetTimer)
+    out = s.send(TimerFired, timer=timer.timer)
+    assert of(out, PullObject)[0].source == N1  # type: ignore[attr-defined]
+    assert s.d.stats["pull_failures"] == 2
+
+
+def test_a_late_answer_for_a_pull_no_longer_in_flight_is_dropped_and_counted(s: Story) -> None:
+    s.put(A, N1, 10)
+    s.get("g", N0, [A])
+    s.send(ObjectPullFailed, obj=A, node=N0, source=N2)
+    assert s.d.stats["stale_pull_failed"] == 1
+    out = s.copy_to(A, N2)  # nobody pulled it there
+    assert [c.reason for c in of(out, DeleteCopy)] == ["copy not expected (no pull in flight)"]  # type: ignore[attr-defined]
+
+
+# --- node death, faults, loss ----------------------------------------------------------------
+
+
+def test_node_death_with_another_copy_promotes_the_lowest_id_secondary(s: Story) -> None:
+    s.put(A, N0, 10)
+    for node in (N2, N1):
+        s.get(f"g{node}", node, [A])
+        s.copy_to(A, node)
+    out = s.send(NodeDied, node=N0, incarnation=1)
+    assert out == []
+    assert s.d.primary(A) == N1
+    assert s.d.locations(A) == (N1, N2)
+    assert s.d.stats["promotions"] == 1
+
+
+def test_node_death_with_no_copy_left_reports_lost_only_when_needed(s: Story) -> None:
+    s.put(A, N0, 10)
+    assert s.send(NodeDied, node=N0, incarnation=1) == []  # lazy: nobody needs it yet
+    assert s.d.status(A) is ObjectStatus.LOST
+    out = s.get("g", N1, [A])
+    assert out == [ReportLost(stimulus_id=out[0].stimulus_id, obj=A)]
+    assert s.get("g2", N2, [A]) == []  # once per loss
+
+
+def test_losing_an_object_a_waiter_is_pulling_reports_it_at_once(s: Story) -> None:
+    s.put(A, N0, 10)
+    s.get("g", N1, [A])
+    out = s.send(NodeDied, node=N0, incarnation=1)
+    assert of(out, ReportLost) == [ReportLost(stimulus_id=out[0].stimulus_id, obj=A)]
+    assert s.d.is_waiting("g")
+
+
+def test_a_recreated_object_wakes_the_waiters(s: Story) -> None:
+    s.put(A, N0, 10)
+    s.send(NodeDied, node=N0, incarnation=1)
+    s.get("g", N1, [A], fetch=False)
+    out = s.finish(N2, (A, 10))  # the resubmitted task finished elsewhere
+    assert wake(out).ready == (A,)
+    assert s.d.primary(A) == N2
+    s.send(NodeDied, node=N2, incarnation=1)
+    assert of(s.get("g3", N1, [A]), ReportLost)  # a new loss is reported again
+
+
+def test_fail_object_wakes_the_waiters_with_the_failure(s: Story) -> None:
+    s.put(A, N0, 10)
+    s.send(NodeDied, node=N0, incarnation=1)
+    s.get("g", N1, [A, B], required=2, fetch=False)
+    lost = failure(ErrorKind.OBJECT_LOST, "put objects cannot be rebuilt", object=A)
+    assert s.send(ObjectFailed, obj=A, failure=lost) == []  # still waits for B
+    out = s.finish(N1, (B, 5))
+    assert wake(out) == WakeWaiter(stimulus_id=out[0].stimulus_id, waiter="g", ready=(B,), failed=((A, lost),))
+
+
+def test_fail_object_of_an_object_with_a_value_is_ignored_and_counted(s: Story) -> None:
+    s.put(A, N0, 10)
+    s.send(ObjectFailed, obj=A, failure=failure(ErrorKind.OBJECT_LOST, "late"))
+    assert s.d.status(A) is ObjectStatus.AVAILABLE
+    assert s.d.stats["fail_ignored_available"] == 1
+
+
+def test_copies_evicted_by_a_fault_are_forgotten_and_refetched(s: Story) -> None:
+    s.put(A, N1, 10)
+    s.get("g0", N0, [A])
+    s.copy_to(A, N0)
+    s.send(CopiesEvicted, node=N0, objects=(A,))
+    assert s.d.locations(A) == (N1,)
+    assert of(s.get("g1", N0, [A]), PullObject)
+
+
+def test_error_values_of_failed_tasks_are_stored_objects(s: Story) -> None:
+    s.get("g", N0, [A], fetch=False)
+    out = s.send(
+        TaskFailed, task=TaskID("t"), attempt=1, node=N1, worker=WorkerID("w"), return_sizes=((A, 3),)
+    )
+    assert wake(out).ready == (A,)
+
+
+def test_stale_node_died_is_dropped_and_counted(s: Story) -> None:
+    s.put(A, N0, 10)
+    s.send(NodeDied, node=N0, incarnation=1)
+    s.join(N0, inc=2)
+    s.put(B, N0, 10)
+    assert s.send(NodeDied, node=N0, incarnation=1) == []
+    assert s.d.stats["stale_node_died"] == 1
+    assert s.d.locations(B) == (N0,)
+    assert s.d.node_alive(N0)
+
+
+def test_a_higher_incarnation_starts_with_an_empty_store(s: Story) -> None:
+    s.put(A, N0, 10)
+    s.join(N0, inc=2)  # it restarted before the failure detector noticed
+    assert s.d.locations(A) == ()
+    assert s.d.used_bytes(N0) == 0
+    assert s.d.status(A) is ObjectStatus.LOST
+    assert s.d.stats["implicit_node_deaths"] == 1
+
+
+def test_results_reported_by_a_dead_node_are_dropped_and_counted(s: Story) -> None:
+    s.send(NodeDied, node=N0, incarnation=1)
+    assert s.finish(N0, (A, 10)) == []
+    assert s.d.status(A) is None
+    assert s.d.stats["stale_task_result"] == 1
+
+
+def test_a_fetch_waiter_on_a_node_that_dies_is_dropped(s: Story) -> None:
+    s.put(A, N1, 10)
+    s.get("g", N0, [A])
+    s.send(NodeDied, node=N0, incarnation=1)
+    assert not s.d.is_waiting("g")
+    assert s.d.pulls_in_flight(A) == ()
+    assert s.d.stats["waiters_dropped_node_died"] == 1
+
+
+# --- freeing ---------------------------------------------------------------------------------
+
+
+def test_free_object_deletes_every_copy_and_a_later_request_fails_as_freed(s: Story) -> None:
+    s.put(A, N0, 60)
+    s.get("g", N1, [A])
+    s.copy_to(A, N1)
+    s.put(B, N0, 60)  # A's primary spilled on N0
+    out = s.send(ObjectFreed, obj=A)
+    assert sorted((c.node, c.reason) for c in of(out, DeleteCopy)) == [  # type: ignore[attr-defined]
+        (N0, "freed"),
+        (N1, "freed"),
+    ]
+    assert s.d.status(A) is ObjectStatus.FREED
+    assert s.d.used_bytes(N1) == 0
+    woken = wake(s.get("late", N2, [A]))
+    assert woken.failed[0][1].kind is ErrorKind.OBJECT_LOST
+    assert "freed" in woken.failed[0][1].message
+
+
+def test_an_object_created_after_it_was_freed_is_deleted_on_arrival(s: Story) -> None:
+    s.send(ObjectFreed, obj=A)
+    out = s.finish(N0, (A, 10))
+    assert [c.reason for c in of(out, DeleteCopy)] == ["freed before it was stored"]  # type: ignore[attr-defined]
+    assert s.d.used_bytes(N0) == 0
+
+
+# --- access order ----------------------------------------------------------------------------
+
+
+def test_an_access_refreshes_lru_order(s: Story) -> None:
+    for obj in (A, B):
+        s.put(obj, N1, 40)
+        s.get(f"g{obj}", N0, [obj])
+        s.copy_to(obj, N0)
+    s.get("touch-A", N0, [A])  # B is now the least recently used
+    s.put(C, N0, 30)
+    assert s.d.locations(B) == (N1,)
+    assert s.d.locations(A) == (N0, N1)
+
+
+# --- router helpers, queries, story ------------------------------------------------------------
+
+
+def test_fetch_arguments_round_trip_through_the_router_helpers(s: Story) -> None:
+    s.put(A, N1, 10)
+    command = FetchArguments(stimulus_id="x", task=TaskID("t9"), attempt=2, node=N0, objects=(A, A))
+    event = D.fetch_request(command, now=1.0)
+    assert event.waiter == "fetch:t9:2:node-00000" and event.fetch
+    assert of(s.d.handle(event), PullObject)
+    out = s.copy_to(A, N0)
+    fetched = D.arguments_fetched(wake(out), now=2.0)
+    assert fetched is not None
+    assert (fetched.task, fetched.attempt, fetched.node, fetched.failure) == (TaskID("t9"), 2, N0, None)
+    assert D.arguments_fetched(WakeWaiter(stimulus_id="y", waiter="task:t9", ready=()), now=0) is None
+
+
+def test_request_objects_becomes_an_existence_request() -> None:
+    command = RequestObjects(stimulus_id="x", waiter="task:t1", node=N0, objects=(A, B))
+    event = D.existence_request(command, now=1.0)
+    assert (event.fetch, event.num_required, event.waiter) == (False, 2, "task:t1")
+
+
+def test_bytes_by_node_is_the_locality_hint(s: Story) -> None:
+    s.put(A, N1, 10)
+    s.put(B, N1, 20)
+    s.put(C, N0, 5)
+    s.get("g", N2, [A])
+    s.copy_to(A, N2)
+    assert s.d.bytes_by_node([A, B, C, A]) == ((N0, 5), (N1, 30), (N2, 10))
+
+
+def test_story_tells_an_objects_history(s: Story) -> None:
+    s.put(A, N0, 10)
+    s.send(NodeDied, node=N0, incarnation=1)
+    lines = s.d.story(A)
+    assert any("pending -> available" in line for line in lines)
+    assert any("available -> lost" in line for line in lines)
+
+
+def test_an_impossible_transition_raises_with_the_story() -> None:
+    d = ObjectDirectory()
+    rec = D._Object(obj=A, status=ObjectStatus.FAILED)
+    with pytest.raises(InvalidTransition):
+        d._set_status(rec, ObjectStatus.AVAILABLE, "impossible")
+
+
+def test_every_status_is_in_the_transition_table_and_only_freed_is_terminal() -> None:
+    used = {state for pair in D.TRANSITIONS for state in pair}
+    assert used == set(ObjectStatus)
+    sources = {source for source, _ in D.TRANSITIONS}
+    assert set(ObjectStatus) - sources == {ObjectStatus.FREED}
+
+
+def test_unknown_event_types_are_refused() -> None:
+    with pytest.raises(TypeError):
+        ObjectDirectory().handle(Event(now=0.0, stimulus_id="x"))
