@@ -166,6 +166,7 @@ TRANSITIONS: dict[tuple[ObjectStatus, ObjectStatus], str] = {
     (_S.PENDING, _S.FREED): "FreeObject before the object was created",
     (_S.AVAILABLE, _S.LOST): "last copy gone (NodeDied, CopiesEvicted)",
     (_S.AVAILABLE, _S.FREED): "FreeObject: every copy deleted",
+    (_S.AVAILABLE, _S.FAILED): "FailObject(OWNER_DIED): nobody may read it now; every copy deleted",
     (_S.LOST, _S.AVAILABLE): "recreated (a resubmitted task finished)",
     (_S.LOST, _S.FAILED): "FailObject (cannot be rebuilt), or the recreation does not fit",
     (_S.LOST, _S.FREED): "FreeObject while lost",
@@ -675,9 +676,14 @@ class ObjectDirectory:
         if rec is None:
             rec = self._objects[obj] = _Object(obj=obj)
         if rec.status is ObjectStatus.AVAILABLE:
-            self.stats["fail_ignored_available"] += 1
-            self._log(obj, "FailObject ignored: the object has a value (%s)", event.failure.kind.value)
-            return
+            if event.failure.kind is not ErrorKind.OWNER_DIED:
+                self.stats["fail_ignored_available"] += 1
+                self._log(obj, "FailObject ignored: the object has a value (%s)", event.failure.kind.value)
+                return
+            # Ray's ownership model: with its owner gone nobody may read the value
+            # (borrowers get OwnerDiedError), so its copies would only leak.
+            self.stats["owner_died_copies_dropped"] += 1
+            self._drop_every_copy(rec, "owner died")
         if rec.status is ObjectStatus.FAILED:
             self.stats["duplicate_fail"] += 1
             return
@@ -699,14 +705,7 @@ class ObjectDirectory:
             return
         self._check_transition(rec, ObjectStatus.FREED)
         self._log(obj, "%s -> freed: deleting %s copies", rec.status.value, len(rec.copies))
-        for dest in list(rec.pulls):
-            self._end_pull(rec, dest)
-        for node in list(rec.failed_sources):
-            self._clear_trouble(rec, node)
-        for node in sorted(rec.copies):
-            self._remove_copy(rec, node)
-            self._emit_delete(obj, node, "freed")
-        rec.primary = None
+        self._drop_every_copy(rec, "freed")
         rec.status = ObjectStatus.FREED
         if not rec.waiters:
             return
@@ -1117,6 +1116,16 @@ class ObjectDirectory:
             store.secondaries.move_to_end(obj)
         elif obj in store.primaries:
             store.primaries.move_to_end(obj)
+
+    def _drop_every_copy(self, rec: _Object, reason: str) -> None:
+        for dest in list(rec.pulls):
+            self._end_pull(rec, dest)
+        for node in list(rec.failed_sources):
+            self._clear_trouble(rec, node)
+        for node in sorted(rec.copies):
+            self._remove_copy(rec, node)
+            self._emit_delete(rec.obj, node, reason)
+        rec.primary = None
 
     def _emit_delete(self, obj: ObjectID, node: NodeID, reason: str) -> None:
         self._out.append(DeleteCopy(stimulus_id=self._sid, obj=obj, node=node, reason=reason))

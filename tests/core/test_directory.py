@@ -569,3 +569,26 @@ def test_every_status_is_in_the_transition_table_and_only_freed_is_terminal() ->
 def test_unknown_event_types_are_refused() -> None:
     with pytest.raises(TypeError):
         ObjectDirectory().handle(Event(now=0.0, stimulus_id="x"))
+
+
+def test_owner_death_drops_every_copy_and_readers_get_owner_died(s: Story) -> None:
+    s.put(A, N0, 60)
+    s.get("g", N1, [A])
+    s.copy_to(A, N1)
+    died = failure(ErrorKind.OWNER_DIED, "owner driver died")
+    out = s.send(ObjectFailed, obj=A, failure=died)
+    assert sorted((c.node, c.reason) for c in of(out, DeleteCopy)) == [  # type: ignore[attr-defined]
+        (N0, "owner died"),
+        (N1, "owner died"),
+    ]
+    assert s.d.status(A) is ObjectStatus.FAILED
+    assert s.d.used_bytes(N0) == s.d.used_bytes(N1) == 0
+    woken = wake(s.get("late", N2, [A]))
+    assert woken.failed[0][1].kind is ErrorKind.OWNER_DIED
+
+
+def test_other_failures_never_overwrite_a_value(s: Story) -> None:
+    s.put(A, N0, 60)
+    out = s.send(ObjectFailed, obj=A, failure=failure(ErrorKind.WORKER_CRASHED, "late duplicate"))
+    assert out == []
+    assert s.d.status(A) is ObjectStatus.AVAILABLE

@@ -1,0 +1,407 @@
+"""Placement policies: where one task attempt should run, given a view of the cluster.
+
+Owns: ``ClusterView`` (a scheduler's picture of the live nodes: totals, what
+each has available, and for the local node the demand already queued
+there), the ``SchedulingPolicy`` protocol, and ``DefaultPolicy``, which
+implements Ray's documented strategies: the hybrid ``DEFAULT`` policy with
+locality, ``SPREAD``, and node affinity (hard and soft).
+
+Must not: change the view (only the owning ``Scheduler`` does, through the
+methods marked "scheduler only"), read a clock, draw randomness, or know
+about workers and queues. A policy may keep its own deterministic state (the
+SPREAD cursor); each scheduler gets its own policy object.
+
+Theory of operation (Ray 2.x, docs "Scheduling"):
+
+- A node is *feasible* for a request when its totals fit it, *available*
+  when what it has free now fits it. Only feasible nodes are candidates; when
+  none is, the attempt is ``INFEASIBLE`` and waits for a node to join.
+- Node affinity: while the target node is alive and feasible the attempt
+  goes only there, soft or hard, and waits there if it is busy. Otherwise a
+  hard affinity is ``UNSCHEDULABLE`` (kind ``TASK_UNSCHEDULABLE``, or
+  ``ACTOR_UNSCHEDULABLE`` for an actor) and a soft one falls back to the
+  hybrid policy without locality.
+- Hops: an attempt that was already forwarded ``max_hops`` times is placed
+  where it lands when that node is feasible, so an attempt never ping-pongs
+  between nodes whose views disagree; once queued there it may still spill
+  to a node available now (else a node whose CPUs actors hold for good would
+  keep it forever). Past ``hop_cap`` forwards an attempt that cannot run
+  where it is stays there if feasible, else it is unschedulable (a loud bug
+  signal).
+- Locality (normal tasks under ``DEFAULT`` only): the node holding the most
+  argument bytes (at least ``LOCALITY_MIN_BYTES``) wins if it is available
+  now, whatever its utilization.
+- Hybrid: score = 0 when a node's critical-resource utilization is below
+  ``spread_threshold`` (Ray: 0.5), else the utilization. Among available
+  nodes the lowest score wins, the local node first, then others by node id
+  (Ray picks at random among the top k; with k = 1 this is the best node,
+  and ties break by id here instead of at random). When no node is
+  available the attempt waits locally if the local node is feasible, else it
+  goes to the lowest-scoring feasible node.
+- SPREAD: round robin over the live nodes in id order, taking the next
+  available node from a cursor, else the next feasible one.
+- Spill (``spill_only``): an attempt already queued here, which cannot run
+  here now, is asked again when the view changes; the answer is another node
+  that is available now, or ``STAY``.
+
+The local node's "available" subtracts the placement demand of attempts
+already queued here but not yet holding resources (waiting for arguments or
+for room), so a burst of arrivals does not all pick the local node before
+any of them allocates.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from detray.core.errors import ErrorKind, Failure, failure
+from detray.core.ids import NodeID
+from detray.core.resources import GPU, NodeResources, Units, as_floats, fits, utilization
+from detray.core.specs import (
+    DefaultStrategy,
+    NodeAffinityStrategy,
+    SpreadStrategy,
+    TaskKind,
+    TaskSpec,
+)
+
+SPREAD_THRESHOLD = 0.5
+"""Ray's ``scheduler_spread_threshold``: utilization below it scores 0."""
+MAX_HOPS = 1
+"""Forwards after which an attempt runs where it landed (if feasible there)."""
+HOP_CAP = 8
+"""Forwards after which an attempt that cannot run where it is, is unschedulable."""
+LOCALITY_MIN_BYTES = 100 * 1024
+"""Argument bytes a node must hold to attract a task (Ray inlines objects below 100 KiB,
+so they have no location that matters)."""
+
+
+class PlacementKind(enum.Enum):
+    LOCAL = "local"
+    """Run on the local node (wait there for arguments, room and a worker)."""
+    FORWARD = "forward"
+    """Send to ``Placement.node`` (spillback)."""
+    INFEASIBLE = "infeasible"
+    """No live node can ever fit it: keep it pending until a node joins."""
+    UNSCHEDULABLE = "unschedulable"
+    """It can never run (hard affinity to a dead, unknown or infeasible node)."""
+    STAY = "stay"
+    """Spill-only answer: no better node now; keep it queued here."""
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    kind: PlacementKind
+    node: NodeID | None = None
+    failure: Failure | None = None
+    reason: str = ""
+
+
+LOCAL = Placement(PlacementKind.LOCAL)
+INFEASIBLE = Placement(PlacementKind.INFEASIBLE)
+STAY = Placement(PlacementKind.STAY)
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementRequest:
+    """One attempt to place: its spec, how often it was forwarded, its data hint."""
+
+    spec: TaskSpec
+    hops: int = 0
+    arg_bytes_by_node: tuple[tuple[NodeID, int], ...] = ()
+    spill_only: bool = False
+    """Asked again while queued here (and unable to run here now)."""
+
+
+@dataclass(slots=True)
+class NodeView:
+    """What a scheduler believes of one live node."""
+
+    node: NodeID
+    incarnation: int
+    total: Units
+    available: Units
+    """For the local node this is the ledger's own map (always exact)."""
+
+
+class ClusterView:
+    """A scheduler's view of the live nodes, the local one included.
+
+    Read by policies; changed only by the owning scheduler (methods marked
+    "scheduler only").
+    """
+
+    __slots__ = ("local", "nodes", "order", "local_first", "_ledger", "_demand")
+
+    def __init__(self, local: NodeID, incarnation: int, ledger: NodeResources, demand: Units) -> None:
+        self.local = local
+        self._ledger = ledger
+        self._demand = demand
+        """Placement demand of attempts queued locally that hold nothing yet."""
+        self.nodes: dict[NodeID, NodeView] = {
+            local: NodeView(local, incarnation, ledger.total, ledger.available)
+        }
+        self.order: tuple[NodeID, ...] = (local,)
+        """Live node ids, sorted."""
+        self.local_first: tuple[NodeID, ...] = (local,)
+        """The local node, then the others in id order (hybrid candidate order)."""
+
+    # -- read ----------------------------------------------------------------
+
+    def is_alive(self, node: NodeID) -> bool:
+        return node in self.nodes
+
+    def feasible(self, node: NodeID, request: Mapping[str, int]) -> bool:
+        """The node's totals fit ``request`` (it could run it some day)."""
+        view = self.nodes.get(node)
+        return view is not None and fits(request, view.total)
+
+    def any_feasible(self, request: Mapping[str, int]) -> bool:
+        for view in self.nodes.values():
+            if fits(request, view.total):
+                return True
+        return False
+
+    def available_now(self, node: NodeID, request: Mapping[str, int]) -> bool:
+        """The node has room for ``request`` now (locally: after queued demand)."""
+        if node == self.local:
+            available = self._ledger.available
+            demand = self._demand
+            for name, amount in request.items():
+                if amount + demand.get(name, 0) > available.get(name, 0):
+                    return False
+            return self._ledger.can_allocate(request) if request.get(GPU, 0) else True
+        view = self.nodes.get(node)
+        return view is not None and fits(request, view.available)
+
+    def utilization(self, node: NodeID) -> float:
+        """Critical-resource utilization in [0, 1] (locally: counting queued demand)."""
+        view = self.nodes[node]
+        if node != self.local:
+            return utilization(view.total, view.available)
+        worst = 0.0
+        demand = self._demand
+        for name, cap in view.total.items():
+            if cap > 0:
+                free = view.available.get(name, 0) - demand.get(name, 0)
+                used = (cap - max(free, 0)) / cap
+                if used > worst:
+                    worst = used
+        return worst
+
+    # -- scheduler only ---------------------------------------------------------
+
+    def reset_local(self, incarnation: int, ledger: NodeResources) -> None:
+        """(scheduler only) The local node joined (or its ledger was rebuilt)."""
+        self._ledger = ledger
+        self.nodes[self.local] = NodeView(self.local, incarnation, ledger.total, ledger.available)
+
+    def join(self, node: NodeID, incarnation: int, total: Mapping[str, int]) -> None:
+        """(scheduler only) A node joined or came back: a fresh view, all free."""
+        assert node != self.local
+        self.nodes[node] = NodeView(node, incarnation, dict(total), dict(total))
+        self._reorder()
+
+    def remove(self, node: NodeID) -> None:
+        """(scheduler only) Forget a dead node."""
+        assert node != self.local
+        del self.nodes[node]
+        self._reorder()
+
+    def report(self, node: NodeID, available: Mapping[str, int]) -> None:
+        """(scheduler only) The control plane's latest figure; clamped to [0, total]."""
+        view = self.nodes[node]
+        view.available = {
+            name: min(max(available.get(name, 0), 0), cap) for name, cap in view.total.items()
+        }
+
+    def reserve(self, node: NodeID, request: Mapping[str, int]) -> None:
+        """(scheduler only) Optimistically count an attempt just forwarded to ``node``.
+
+        The next report from that node replaces the figure.
+        """
+        view = self.nodes[node]
+        for name, amount in request.items():
+            if name in view.available:
+                view.available[name] = max(view.available[name] - amount, 0)
+
+    def _reorder(self) -> None:
+        self.order = tuple(sorted(self.nodes))
+        self.local_first = (self.local,) + tuple(n for n in self.order if n != self.local)
+
+
+class SchedulingPolicy(Protocol):
+    """Decides where one attempt runs. Deterministic: same view, same answer."""
+
+    def place(self, request: PlacementRequest, view: ClusterView) -> Placement: ...
+
+
+def _to(node: NodeID, view: ClusterView, reason: str) -> Placement:
+    if node == view.local:
+        return LOCAL
+    return Placement(PlacementKind.FORWARD, node=node, reason=reason)
+
+
+class DefaultPolicy:
+    """Ray's hybrid ``DEFAULT`` policy with locality, plus ``SPREAD`` and node affinity."""
+
+    def __init__(
+        self,
+        *,
+        spread_threshold: float = SPREAD_THRESHOLD,
+        max_hops: int = MAX_HOPS,
+        hop_cap: int = HOP_CAP,
+        locality: bool = True,
+        locality_min_bytes: int = LOCALITY_MIN_BYTES,
+    ) -> None:
+        assert 0.0 <= spread_threshold <= 1.0, spread_threshold
+        assert 0 <= max_hops <= hop_cap, (max_hops, hop_cap)
+        self.spread_threshold = spread_threshold
+        self.max_hops = max_hops
+        self.hop_cap = hop_cap
+        self.locality = locality
+        self.locality_min_bytes = locality_min_bytes
+        self.spread_cursor = 0
+        """Index into the sorted live nodes where the next SPREAD search starts."""
+
+    def place(self, request: PlacementRequest, view: ClusterView) -> Placement:
+        spec = request.spec
+        need = spec.placement
+        strategy = spec.strategy
+        if isinstance(strategy, NodeAffinityStrategy):
+            target = strategy.node
+            if view.feasible(target, need):
+                if request.spill_only:
+                    return STAY
+                return _to(target, view, "node affinity")
+            if not strategy.soft:
+                return _unschedulable(spec, target, view)
+            # Soft affinity that cannot be honoured: the default policy, without locality.
+        if request.hops >= self.hop_cap:
+            return self._pinned_by_hops(request, view)
+        if request.hops >= self.max_hops and view.feasible(view.local, need) and not request.spill_only:
+            # Pinned on arrival (no bouncing between views that disagree); once queued it may
+            # still spill to a node available now, or it could wait forever behind work that
+            # never ends (actors holding the CPUs) while other nodes idle.
+            return LOCAL
+        if not view.any_feasible(need):
+            return STAY if request.spill_only else INFEASIBLE
+        if isinstance(strategy, SpreadStrategy):
+            return self._spread(request, view)
+        locality = (
+            self.locality and isinstance(strategy, DefaultStrategy) and spec.kind is TaskKind.NORMAL
+        )
+        return self._hybrid(request, view, locality=locality)
+
+    def _pinned_by_hops(self, request: PlacementRequest, view: ClusterView) -> Placement:
+        if view.feasible(view.local, request.spec.placement):
+            return STAY if request.spill_only else LOCAL
+        spec = request.spec
+        return Placement(
+            PlacementKind.UNSCHEDULABLE,
+            failure=failure(
+                _unschedulable_kind(spec),
+                f"{spec.name} was forwarded {request.hops} times and cannot run where it is",
+                task=spec.task_id,
+                hops=request.hops,
+                node=view.local,
+            ),
+            reason="hop cap",
+        )
+
+    def _score(self, node: NodeID, view: ClusterView) -> float:
+        used = view.utilization(node)
+        return 0.0 if used < self.spread_threshold else used
+
+    def _hybrid(self, request: PlacementRequest, view: ClusterView, *, locality: bool) -> Placement:
+        need = request.spec.placement
+        spill = request.spill_only
+        if locality and request.arg_bytes_by_node:
+            holder = _most_bytes(request.arg_bytes_by_node, view, self.locality_min_bytes)
+            if holder is not None and view.available_now(holder, need):
+                if not (spill and holder == view.local):
+                    return _to(holder, view, "locality")
+        best: NodeID | None = None
+        best_score = 2.0
+        for node in view.local_first:
+            if spill and node == view.local:
+                continue
+            if not view.available_now(node, need):
+                continue
+            score = self._score(node, view)
+            if score < best_score:
+                best, best_score = node, score
+                if score == 0.0:
+                    break
+        if best is not None:
+            return _to(best, view, "hybrid")
+        if spill:
+            return STAY
+        if view.feasible(view.local, need):
+            return LOCAL
+        for node in view.order:
+            if not view.feasible(node, need):
+                continue
+            score = self._score(node, view)
+            if score < best_score:
+                best, best_score = node, score
+        if best is None:
+            return INFEASIBLE
+        return _to(best, view, "hybrid (busy)")
+
+    def _spread(self, request: PlacementRequest, view: ClusterView) -> Placement:
+        need = request.spec.placement
+        order = view.order
+        count = len(order)
+        passes = (True,) if request.spill_only else (True, False)
+        for want_available in passes:
+            for step in range(count):
+                index = (self.spread_cursor + step) % count
+                node = order[index]
+                if request.spill_only and node == view.local:
+                    continue
+                ok = view.available_now(node, need) if want_available else view.feasible(node, need)
+                if ok:
+                    self.spread_cursor = index + 1
+                    return _to(node, view, "spread")
+        return STAY if request.spill_only else INFEASIBLE
+
+
+def _most_bytes(
+    arg_bytes_by_node: tuple[tuple[NodeID, int], ...], view: ClusterView, min_bytes: int
+) -> NodeID | None:
+    """The live node holding the most argument bytes, at least ``min_bytes`` (ties: lowest id)."""
+    best: NodeID | None = None
+    best_bytes = 0
+    for node, size in arg_bytes_by_node:
+        if size <= 0 or size < min_bytes or not view.is_alive(node):
+            continue
+        if size > best_bytes or (size == best_bytes and best is not None and node < best):
+            best, best_bytes = node, size
+    return best
+
+
+def _unschedulable_kind(spec: TaskSpec) -> ErrorKind:
+    if spec.kind is TaskKind.ACTOR_CREATION:
+        return ErrorKind.ACTOR_UNSCHEDULABLE
+    return ErrorKind.TASK_UNSCHEDULABLE
+
+
+def _unschedulable(spec: TaskSpec, target: NodeID, view: ClusterView) -> Placement:
+    if view.is_alive(target):
+        why = f"does not have the resources it needs ({as_floats(spec.placement)})"
+    else:
+        why = "is dead or unknown"
+    return Placement(
+        PlacementKind.UNSCHEDULABLE,
+        failure=failure(
+            _unschedulable_kind(spec),
+            f"{spec.name} has a hard node affinity to {target}, which {why}",
+            task=spec.task_id,
+            node=target,
+        ),
+        reason="hard affinity",
+    )

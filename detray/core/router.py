@@ -1,0 +1,417 @@
+"""The router: one cluster's state machines composed behind one ``handle``.
+
+Owns: which machine consumes which event, and the conversion of *internal*
+commands (addressed to another machine) into that machine's events. A
+cascade (a lost object invalidating its dependents, a node death failing
+tasks that then free objects...) runs as a work-list loop to a fixed point,
+with a cap that crashes loudly rather than truncating.
+
+Must not: decide anything itself. Every decision is a machine's; the router
+only delivers. It adds the scheduler's locality hint (argument bytes per
+node, read from the directory) when it delivers a task to a scheduler.
+
+Theory of operation: ``handle(event)`` puts the event on a FIFO work list;
+each event is offered to its consumers in a fixed order (task manager,
+actor manager, directory, schedulers by node id); each command returned is
+either converted into events appended to the work list, or collected as an
+external command for the driver. Delivery order is therefore a pure function
+of the event sequence, which keeps runs reproducible.
+
+Drivers that split the machines across processes (the real runtime on many
+nodes) use the same conversions with their own transport; the simulator and
+the single-node runtime use this class directly.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Callable
+
+from detray.core import commands as C
+from detray.core import directory as D
+from detray.core import events as E
+from detray.core.actors import ActorManager
+from detray.core.directory import ObjectDirectory
+from detray.core.ids import NodeID
+from detray.core.policy import SchedulingPolicy
+from detray.core.scheduler import Scheduler
+from detray.core.tasks import WAITER_PREFIX as TASK_WAITER_PREFIX
+from detray.core.tasks import TaskManager
+
+CASCADE_STEPS_MAX = 1_000_000
+"""A cascade longer than this is a bug (a routing loop), not a big cluster."""
+
+
+
+class CascadeLimitExceeded(AssertionError):
+    """A cascade did not reach a fixed point within the cap: a routing loop."""
+
+
+_Machine = TaskManager | ActorManager | ObjectDirectory | Scheduler
+_Deliver = Callable[["Router", E.Event], list[C.Command]]
+_Convert = Callable[["Router", C.Command, float], "list[E.Event] | None"]
+
+
+class Router:
+    """The task manager, actor manager, object directory and per-node schedulers of one cluster.
+
+    ``handle(event)`` returns only the external commands (for the driver);
+    internal ones are delivered here, in FIFO order, to a fixed point.
+    Queries go straight to the machines (``router.tasks.state(t)``...).
+    """
+
+    def __init__(
+        self,
+        *,
+        policy_factory: Callable[[], SchedulingPolicy] | None = None,
+        cascade_steps_max: int = CASCADE_STEPS_MAX,
+    ) -> None:
+        self.tasks = TaskManager()
+        self.actors = ActorManager()
+        self.directory = ObjectDirectory()
+        self.schedulers: dict[NodeID, Scheduler] = {}
+        """Schedulers of the live nodes, in node-id order."""
+        self.incarnations: dict[NodeID, int] = {}
+        """Latest incarnation seen of every node, live or dead."""
+        self.stats: Counter[str] = Counter()
+        self._parked: list[E.TaskArrived] = []
+        """Attempts that found no live node at all; delivered when one joins."""
+        self._policy_factory = policy_factory
+        self._cascade_steps_max = cascade_steps_max
+
+    # -- the one entry point ----------------------------------------------------
+
+    def handle(self, event: E.Event) -> list[C.Command]:
+        """Deliver ``event`` and every event it causes; return the external commands."""
+        external: list[C.Command] = []
+        work: deque[E.Event] = deque((event,))
+        steps = 0
+        now = event.now
+        while work:
+            steps += 1
+            if steps > self._cascade_steps_max:
+                raise CascadeLimitExceeded(
+                    f"cascade from {type(event).__name__} ({event.stimulus_id}) exceeded "
+                    f"{self._cascade_steps_max} steps"
+                )
+            current = work.popleft()
+            deliver = _DELIVERY.get(type(current))
+            if deliver is None:
+                raise TypeError(f"the router does not route {type(current).__name__}")
+            for command in deliver(self, current):
+                convert = _CONVERSION.get(type(command))
+                converted = convert(self, command, now) if convert is not None else None
+                if converted is None:
+                    external.append(command)
+                    continue
+                work.extend(converted)
+                if type(command) in _ALSO_EXTERNAL:
+                    external.append(command)
+        return external
+
+    # -- helpers for drivers ------------------------------------------------------
+
+    def arrival(self, forward: C.ForwardTask, *, now: float) -> E.TaskArrived:
+        """The ``TaskArrived`` a driver delivers when a ``ForwardTask`` reaches its node
+        (with a fresh locality hint)."""
+        return E.TaskArrived(
+            now=now,
+            stimulus_id=forward.stimulus_id,
+            spec=forward.spec,
+            attempt=forward.attempt,
+            node=forward.to_node,
+            arg_bytes_by_node=self.directory.bytes_by_node(forward.spec.args),
+            hops=forward.hops,
+        )
+
+    def is_live(self, node: NodeID) -> bool:
+        return node in self.schedulers
+
+    # -- delivery -------------------------------------------------------------------
+
+    def _machines(self, event: E.Event, *machines: _Machine) -> list[C.Command]:
+        out: list[C.Command] = []
+        for machine in machines:
+            out.extend(machine.handle(event))
+        return out
+
+    def _to_tasks(self, event: E.Event) -> list[C.Command]:
+        return self.tasks.handle(event)
+
+    def _to_actors(self, event: E.Event) -> list[C.Command]:
+        return self.actors.handle(event)
+
+    def _to_directory(self, event: E.Event) -> list[C.Command]:
+        return self.directory.handle(event)
+
+    def _to_tasks_and_actors(self, event: E.Event) -> list[C.Command]:
+        return self._machines(event, self.tasks, self.actors)
+
+    def _node_scheduler(self, event: E.Event) -> list[Scheduler]:
+        scheduler = self.schedulers.get(getattr(event, "node"))
+        if scheduler is None:
+            self.stats[f"{type(event).__name__}_at_dead_node"] += 1
+            return []
+        return [scheduler]
+
+    def _to_node_scheduler(self, event: E.Event) -> list[C.Command]:
+        return self._machines(event, *self._node_scheduler(event))
+
+    def _to_worker_owners(self, event: E.Event) -> list[C.Command]:
+        # WorkerDied: the node's scheduler, the task manager, the actor manager.
+        return self._machines(event, *self._node_scheduler(event), self.tasks, self.actors)
+
+    def _to_task_outcome(self, event: E.Event) -> list[C.Command]:
+        # TaskStarted/Finished/Failed: release on the node, record returns, settle the task.
+        machines: list[_Machine] = [*self._node_scheduler(event)]
+        if not isinstance(event, E.TaskStarted):
+            machines.append(self.directory)
+        machines.extend((self.tasks, self.actors))
+        return self._machines(event, *machines)
+
+    def _to_arrival(self, event: E.Event) -> list[C.Command]:
+        assert isinstance(event, E.TaskArrived)
+        out = self._machines(event, self.tasks, self.actors)
+        scheduler = self.schedulers.get(event.node)
+        if scheduler is not None:
+            out.extend(scheduler.handle(event))
+        else:
+            self.stats["task_arrived_at_dead_node"] += 1
+        return out
+
+    def _to_withdrawal(self, event: E.Event) -> list[C.Command]:
+        return self._machines(event, *self._node_scheduler(event), self.actors)
+
+    def _to_timer(self, event: E.Event) -> list[C.Command]:
+        assert isinstance(event, E.TimerFired)
+        if event.timer.startswith(D.PULL_RETRY_TIMER_PREFIX):
+            return self.directory.handle(event)
+        raise ValueError(f"no machine owns timer {event.timer!r}")
+
+    def _to_all_schedulers_but_sender(self, event: E.Event) -> list[C.Command]:
+        sender = getattr(event, "node")
+        return self._machines(event, *(s for n, s in self.schedulers.items() if n != sender))
+
+    def _node_joined(self, event: E.Event) -> list[C.Command]:
+        assert isinstance(event, E.NodeJoined)
+        known = self.incarnations.get(event.node)
+        if known is not None and event.incarnation <= known:
+            self.stats["stale_node_joined"] += 1
+            return []
+        self.incarnations[event.node] = event.incarnation
+        policy = self._policy_factory() if self._policy_factory is not None else None
+        joined = Scheduler(event.node, policy=policy)
+        others = [s.self_description(now=event.now, stimulus_id=event.stimulus_id) for s in self.schedulers.values() if s is not joined]
+        self.schedulers[event.node] = joined
+        self.schedulers = dict(sorted(self.schedulers.items()))
+        out = self._machines(event, self.tasks, self.actors, self.directory)
+        out.extend(joined.handle(event))
+        for description in others:
+            if description.node != event.node:
+                out.extend(joined.handle(description))
+        for node, scheduler in self.schedulers.items():
+            if node != event.node:
+                out.extend(scheduler.handle(event))
+        if self._parked:
+            parked, self._parked = self._parked, []
+            for arrival in parked:
+                out.extend(self._to_arrival(_replace_node(arrival, event.node, event.now)))
+        return out
+
+    def _node_died(self, event: E.Event) -> list[C.Command]:
+        assert isinstance(event, E.NodeDied)
+        if self.incarnations.get(event.node) != event.incarnation or event.node not in self.schedulers:
+            self.stats["stale_node_died"] += 1
+            return []
+        dead = self.schedulers.pop(event.node)
+        out = self._machines(event, self.tasks, self.actors, self.directory, dead)
+        out.extend(self._machines(event, *self.schedulers.values()))
+        return out
+
+    # -- conversion of internal commands ----------------------------------------------
+
+    def _schedule(self, command: C.Command, now: float) -> list[E.Event]:
+        assert isinstance(command, C.ScheduleTask)
+        arrival = E.TaskArrived(
+            now=now,
+            stimulus_id=command.stimulus_id,
+            spec=command.spec,
+            attempt=command.attempt,
+            node=command.node,
+            arg_bytes_by_node=self.directory.bytes_by_node(command.spec.args),
+            hops=0,
+        )
+        if not self.schedulers and command.node not in self.incarnations:
+            self._parked.append(arrival)
+            self.stats["task_parked_no_node"] += 1
+            return []
+        return [arrival]
+
+    def _wake(self, command: C.Command, now: float) -> list[E.Event] | None:
+        assert isinstance(command, C.WakeWaiter)
+        if command.waiter.startswith(TASK_WAITER_PREFIX):
+            return [
+                E.ArgumentsReady(
+                    now=now,
+                    stimulus_id=command.stimulus_id,
+                    waiter=command.waiter,
+                    ready=command.ready,
+                    failed=command.failed,
+                )
+            ]
+        if command.waiter.startswith(D.FETCH_WAITER_PREFIX):
+            fetched = D.arguments_fetched(command, now)
+            return [] if fetched is None else [fetched]
+        return None  # a get/wait of user code: the driver wakes it
+
+
+def _replace_node(arrival: E.TaskArrived, node: NodeID, now: float) -> E.TaskArrived:
+    return E.TaskArrived(
+        now=now,
+        stimulus_id=arrival.stimulus_id,
+        spec=arrival.spec,
+        attempt=arrival.attempt,
+        node=node,
+        arg_bytes_by_node=arrival.arg_bytes_by_node,
+        hops=arrival.hops,
+    )
+
+
+def _simple(
+    factory: Callable[[C.Command, float], E.Event],
+) -> _Convert:
+    def convert(router: Router, command: C.Command, now: float) -> list[E.Event]:
+        return [factory(command, now)]
+
+    return convert
+
+
+def _withdrawn(c: C.Command, now: float) -> E.Event:
+    assert isinstance(c, C.WithdrawTask)
+    return E.TaskWithdrawn(now=now, stimulus_id=c.stimulus_id, task=c.task, attempt=c.attempt, node=c.node)
+
+
+def _fetch(c: C.Command, now: float) -> E.Event:
+    assert isinstance(c, C.FetchArguments)
+    return D.fetch_request(c, now)
+
+
+def _exists(c: C.Command, now: float) -> E.Event:
+    assert isinstance(c, C.RequestObjects)
+    return D.existence_request(c, now)
+
+
+def _unschedulable(c: C.Command, now: float) -> E.Event:
+    assert isinstance(c, C.ReportUnschedulable)
+    return E.TaskUnschedulable(
+        now=now, stimulus_id=c.stimulus_id, task=c.task, attempt=c.attempt, failure=c.failure
+    )
+
+
+def _lost(c: C.Command, now: float) -> E.Event:
+    assert isinstance(c, C.ReportLost)
+    return E.ObjectLost(now=now, stimulus_id=c.stimulus_id, obj=c.obj)
+
+
+def _failed(c: C.Command, now: float) -> E.Event:
+    assert isinstance(c, C.FailObject)
+    return E.ObjectFailed(now=now, stimulus_id=c.stimulus_id, obj=c.obj, failure=c.failure)
+
+
+def _freed(c: C.Command, now: float) -> E.Event:
+    assert isinstance(c, C.FreeObject)
+    return E.ObjectFreed(now=now, stimulus_id=c.stimulus_id, obj=c.obj)
+
+
+def _actor_args(c: C.Command, now: float) -> E.Event:
+    assert isinstance(c, C.CreateActor)
+    return E.ActorArgumentsReady(now=now, stimulus_id=c.stimulus_id, spec=c.spec)
+
+
+def _actor_task(c: C.Command, now: float) -> E.Event:
+    assert isinstance(c, C.SubmitActorTask)
+    return E.ActorTaskReady(now=now, stimulus_id=c.stimulus_id, spec=c.spec, attempt=c.attempt)
+
+
+def _aborted(c: C.Command, now: float) -> E.Event:
+    assert isinstance(c, C.AbortActorTask)
+    return E.ActorTaskAborted(
+        now=now,
+        stimulus_id=c.stimulus_id,
+        task=c.task,
+        attempt=c.attempt,
+        actor=c.actor,
+        actor_restarting=c.actor_restarting,
+        failure=c.failure,
+    )
+
+
+def _forget(c: C.Command, now: float) -> E.Event:
+    assert isinstance(c, C.ForgetWaiter)
+    return E.WaiterCancelled(now=now, stimulus_id=c.stimulus_id, waiter=c.waiter)
+
+
+def _actor_dead(c: C.Command, now: float) -> E.Event:
+    assert isinstance(c, C.ReportActorDead)
+    return E.ActorTerminated(now=now, stimulus_id=c.stimulus_id, actor=c.actor)
+
+
+_DELIVERY: dict[type[E.Event], _Deliver] = {
+    E.NodeJoined: Router._node_joined,
+    E.NodeDied: Router._node_died,
+    E.NodeResourcesReported: Router._to_all_schedulers_but_sender,
+    E.WorkerStarted: Router._to_node_scheduler,
+    E.WorkerBlocked: Router._to_node_scheduler,
+    E.WorkerUnblocked: Router._to_node_scheduler,
+    E.WorkerDied: Router._to_worker_owners,
+    E.TaskSubmitted: Router._to_tasks,
+    E.TaskArrived: Router._to_arrival,
+    E.ArgumentsFetched: Router._to_node_scheduler,
+    E.TaskStarted: Router._to_task_outcome,
+    E.TaskFinished: Router._to_task_outcome,
+    E.TaskFailed: Router._to_task_outcome,
+    E.TaskWithdrawn: Router._to_withdrawal,
+    E.TaskUnschedulable: Router._to_tasks_and_actors,
+    E.CancelRequested: Router._to_tasks,
+    E.ObjectPut: Router._to_directory,
+    E.ObjectCopied: Router._to_directory,
+    E.ObjectPullFailed: Router._to_directory,
+    E.ObjectRestored: Router._to_directory,
+    E.CopiesEvicted: Router._to_directory,
+    E.ObjectsRequested: Router._to_directory,
+    E.WaiterCancelled: Router._to_directory,
+    E.ObjectFailed: Router._to_directory,
+    E.ObjectFreed: Router._to_directory,
+    E.ObjectLost: Router._to_tasks,
+    E.RefsAdded: Router._to_tasks,
+    E.RefsRemoved: Router._to_tasks,
+    E.OwnerDied: Router._to_tasks_and_actors,
+    E.ActorCreated: Router._to_tasks_and_actors,
+    E.ActorKillRequested: Router._to_actors,
+    E.ActorTaskAborted: Router._to_tasks,
+    E.ActorTerminated: Router._to_tasks,
+    E.ArgumentsReady: Router._to_tasks,
+    E.ActorArgumentsReady: Router._to_actors,
+    E.ActorTaskReady: Router._to_actors,
+    E.TimerFired: Router._to_timer,
+}
+
+_CONVERSION: dict[type[C.Command], _Convert] = {
+    C.ScheduleTask: Router._schedule,
+    C.WithdrawTask: _simple(_withdrawn),
+    C.FetchArguments: _simple(_fetch),
+    C.RequestObjects: _simple(_exists),
+    C.WakeWaiter: Router._wake,
+    C.ReportUnschedulable: _simple(_unschedulable),
+    C.ReportLost: _simple(_lost),
+    C.FailObject: _simple(_failed),
+    C.FreeObject: _simple(_freed),
+    C.CreateActor: _simple(_actor_args),
+    C.SubmitActorTask: _simple(_actor_task),
+    C.AbortActorTask: _simple(_aborted),
+    C.ReportActorDead: _simple(_actor_dead),
+    C.ForgetWaiter: _simple(_forget),
+}
+
+_ALSO_EXTERNAL: frozenset[type[C.Command]] = frozenset({C.ReportActorDead})
+"""Converted for a machine and also passed to the driver (the actor table)."""

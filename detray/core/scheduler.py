@@ -1,0 +1,1101 @@
+"""The per-node scheduler: local resources, the local queue, the worker pool, placement.
+
+Owns: one node's resource ledger (CPU, GPU with instance ids, custom; fixed
+point, see ``resources``), the attempts that reached this node and are not
+done here yet, this node's workers (starting, idle, leased to a task,
+dedicated to an actor), and a view of the other live nodes (totals as they
+joined, availability as the control plane reports it). It decides, for each
+attempt, run here / forward (spillback) / keep pending, through a pluggable
+``SchedulingPolicy`` (``policy.DefaultPolicy`` by default).
+
+Must not: own a task's lifecycle or retries (the task manager does; this
+machine forgets an attempt once it is forwarded, finished, failed, withdrawn,
+lost with its worker, or reported unschedulable), move objects (the directory
+does, answering ``FetchArguments`` with ``ArgumentsFetched``), interrupt
+running code, read a clock or draw randomness.
+
+Theory of operation. One entry point, ``handle(event) -> list[Command]``.
+
+1. ``TaskArrived``: the policy places the attempt. Here: ``FetchArguments``
+   (state FETCHING; straight to QUEUED when it has no arguments). Elsewhere:
+   ``ForwardTask`` with ``hops + 1``, and the target's availability in the
+   view is reduced until its next report. Nowhere feasible: INFEASIBLE with
+   one ``Warn``; re-placed when a node joins. Hard affinity to a dead,
+   unknown or infeasible node: ``ReportUnschedulable``.
+2. Queued attempts wait in FIFO queues per scheduling class (same placement,
+   resources, strategy and hops). Dispatch walks the classes oldest head
+   first; while a head fits it takes its resources (WAITING_FOR_WORKER),
+   then idle workers (lowest worker id first) are handed out in FIFO order
+   (RUNNING, ``StartTask`` with concrete GPU ids). Missing workers are
+   started, never more starting at once than attempts waiting for one.
+3. ``TaskFinished`` / ``TaskFailed`` release and idle the worker; an actor
+   creation's worker instead stays with the actor, holding
+   ``spec.resources`` (placement needed ``spec.placement``) until
+   ``WorkerDied``; a failed creation releases and ``KillWorker``s it.
+4. ``WorkerBlocked`` lends the worker's CPUs back (never its GPUs);
+   ``WorkerUnblocked`` takes back what is free (a shortfall is counted in
+   ``stats["unblock_cpu_short"]``; the worker then runs on fewer CPUs).
+5. When another node reports room (or joins), queued attempts that cannot
+   run here now and were never forwarded are asked again (``spill_only``),
+   newest first per class, so the local FIFO order holds for the rest.
+6. ``ArgumentsFetched`` with a failure: the attempt can never run here;
+   the scheduler drops it and emits ``ReportUnschedulable`` carrying the
+   argument's failure (its kind unchanged, e.g. ``OBJECT_LOST``), so the
+   task manager fails the attempt even if nothing else tells it. If the
+   directory path told it first, that report is a stale event there.
+7. Late and duplicate events (old attempts, other workers, dead
+   incarnations) are dropped and counted in ``stats``. ``NodeDied`` of this
+   node's incarnation ends this scheduler (drivers build a new one for the
+   next incarnation); every later event is counted and dropped.
+
+Worker ids: ``ids.worker_id(node, counter)`` with counters starting at
+``incarnation * WORKER_COUNTER_STRIDE`` by default, so a late ``WorkerDied``
+of the previous incarnation never names a worker of this one.
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from detray.core import commands as C
+from detray.core import events as E
+from detray.core.errors import InvalidTransition
+from detray.core.ids import ActorID, NodeID, TaskID, WorkerID, node_of_worker, worker_id
+from detray.core.policy import (
+    ClusterView,
+    DefaultPolicy,
+    NodeView,
+    PlacementKind,
+    PlacementRequest,
+    SchedulingPolicy,
+)
+from detray.core.resources import CPU, GPU, UNIT, Allocation, NodeResources, Units, add, as_floats
+from detray.core.specs import SchedulingStrategy, TaskKind, TaskSpec
+
+STORY_LINES_MAX = 20_000
+DONE_ATTEMPTS_MAX = 100_000
+"""Attempts remembered after they left, to recognise duplicate arrivals."""
+WORKER_COUNTER_STRIDE = 100_000
+"""Worker counters of incarnation ``n`` start at ``n * WORKER_COUNTER_STRIDE``."""
+WARN_INFEASIBLE = "infeasible_task"
+
+Key = tuple[TaskID, int]
+"""An attempt: (task id, attempt number)."""
+_ClassKey = tuple[
+    tuple[tuple[str, int], ...], tuple[tuple[str, int], ...], SchedulingStrategy, int
+]
+
+
+class TaskState(enum.Enum):
+    """An attempt's state on this node. Terminal states are forgotten at once."""
+
+    NEW = "new"
+    INFEASIBLE = "infeasible"
+    FETCHING = "fetching"
+    QUEUED = "queued"
+    WAITING_FOR_WORKER = "waiting_for_worker"
+    RUNNING = "running"
+    FORWARDED = "forwarded"
+    FINISHED = "finished"
+    FAILED = "failed"
+    ARGS_FAILED = "args_failed"
+    UNSCHEDULABLE = "unschedulable"
+    WITHDRAWN = "withdrawn"
+    LOST = "lost"
+
+
+S = TaskState
+INITIAL_STATE = TaskState.NEW
+TRANSITIONS: dict[tuple[TaskState, TaskState], str] = {
+    (S.NEW, S.FETCHING): "placed here; arguments to fetch",
+    (S.NEW, S.QUEUED): "placed here; no arguments",
+    (S.NEW, S.FORWARDED): "another node is better (spillback)",
+    (S.NEW, S.INFEASIBLE): "no live node can ever fit it (warned once)",
+    (S.NEW, S.UNSCHEDULABLE): "hard affinity to a dead, unknown or infeasible node",
+    (S.INFEASIBLE, S.FETCHING): "a node joined; placed here",
+    (S.INFEASIBLE, S.QUEUED): "a node joined; placed here, no arguments",
+    (S.INFEASIBLE, S.FORWARDED): "a node joined; forwarded to it",
+    (S.INFEASIBLE, S.UNSCHEDULABLE): "re-placement found it can never run",
+    (S.INFEASIBLE, S.WITHDRAWN): "owner withdrew it",
+    (S.INFEASIBLE, S.LOST): "this node died",
+    (S.FETCHING, S.QUEUED): "arguments local",
+    (S.FETCHING, S.ARGS_FAILED): "an argument can never be fetched",
+    (S.FETCHING, S.WITHDRAWN): "owner withdrew it",
+    (S.FETCHING, S.LOST): "this node died",
+    (S.QUEUED, S.WAITING_FOR_WORKER): "resources allocated",
+    (S.QUEUED, S.FORWARDED): "spilled: another node has room now",
+    (S.QUEUED, S.WITHDRAWN): "owner withdrew it",
+    (S.QUEUED, S.LOST): "this node died",
+    (S.WAITING_FOR_WORKER, S.RUNNING): "worker assigned (StartTask)",
+    (S.WAITING_FOR_WORKER, S.WITHDRAWN): "owner withdrew it",
+    (S.WAITING_FOR_WORKER, S.LOST): "this node died",
+    (S.RUNNING, S.FINISHED): "task finished",
+    (S.RUNNING, S.FAILED): "task failed",
+    (S.RUNNING, S.LOST): "worker or node died",
+}
+_LEGAL = frozenset((a.value, b.value) for a, b in TRANSITIONS)
+"""TRANSITIONS by state value: string pairs hash fast (an Enum member's hash is Python code)."""
+LIVE_STATES = frozenset(
+    {S.INFEASIBLE, S.FETCHING, S.QUEUED, S.WAITING_FOR_WORKER, S.RUNNING}
+)
+
+
+class WorkerState(enum.Enum):
+    STARTING = "starting"
+    IDLE = "idle"
+    LEASED = "leased"
+    ACTOR = "actor"
+    DRAINING = "draining"
+    DEAD = "dead"
+
+
+W = WorkerState
+WORKER_TRANSITIONS: dict[tuple[WorkerState, WorkerState], str] = {
+    (W.STARTING, W.IDLE): "WorkerStarted",
+    (W.STARTING, W.DEAD): "died while starting",
+    (W.IDLE, W.LEASED): "an attempt was assigned",
+    (W.IDLE, W.DEAD): "worker died",
+    (W.LEASED, W.IDLE): "attempt finished or failed",
+    (W.LEASED, W.ACTOR): "actor creation finished: dedicated to the actor",
+    (W.LEASED, W.DRAINING): "actor creation failed: KillWorker",
+    (W.LEASED, W.DEAD): "worker died (its attempt is lost)",
+    (W.ACTOR, W.DEAD): "actor's worker died",
+    (W.DRAINING, W.DEAD): "worker died",
+}
+
+
+class SchedulerState(enum.Enum):
+    UNJOINED = "unjoined"
+    ALIVE = "alive"
+    DEAD = "dead"
+
+
+_WORKER_LEGAL = frozenset((a.value, b.value) for a, b in WORKER_TRANSITIONS)
+SCHEDULER_TRANSITIONS: dict[tuple[SchedulerState, SchedulerState], str] = {
+    (SchedulerState.UNJOINED, SchedulerState.ALIVE): "own NodeJoined",
+    (SchedulerState.UNJOINED, SchedulerState.DEAD): "own NodeDied before joining",
+    (SchedulerState.ALIVE, SchedulerState.DEAD): "own NodeDied, or a newer incarnation joined",
+}
+
+
+@dataclass(slots=True, eq=False)
+class _Attempt:
+    spec: TaskSpec
+    attempt: int
+    seq: int
+    hops: int
+    arg_bytes: tuple[tuple[NodeID, int], ...]
+    cls: _ClassKey
+    state: TaskState = TaskState.NEW
+    allocation: Allocation | None = None
+    worker: WorkerID | None = None
+    warned: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class _Worker:
+    worker: WorkerID
+    counter: int
+    state: WorkerState
+    task: Key | None = None
+    actor: ActorID | None = None
+    actor_allocation: Allocation | None = None
+    blocked: bool = False
+    lent_cpu: int = 0
+
+
+_MEMBERSHIP: frozenset[type[E.Event]] = frozenset(
+    {E.NodeJoined, E.NodeDied, E.NodeResourcesReported}
+)
+
+
+class Scheduler:
+    """One node's scheduler. Build it with the node id; it becomes ALIVE on its
+    own ``NodeJoined`` (or at once when ``resources`` and ``incarnation`` are given)."""
+
+    def __init__(
+        self,
+        node: NodeID,
+        *,
+        policy: SchedulingPolicy | None = None,
+        incarnation: int | None = None,
+        resources: Mapping[str, int] | None = None,
+        object_store_bytes: int = 0,
+        spill_enabled: bool = True,
+        first_worker_counter: int | None = None,
+        story_lines_max: int = STORY_LINES_MAX,
+        done_attempts_max: int = DONE_ATTEMPTS_MAX,
+    ) -> None:
+        self.node = node
+        self.policy: SchedulingPolicy = policy if policy is not None else DefaultPolicy()
+        self.stats: Counter[str] = Counter()
+        self.state = SchedulerState.UNJOINED
+        self.incarnation = -1
+        self.object_store_bytes = object_store_bytes
+        self.spill_enabled = spill_enabled
+        self._first_worker_counter = first_worker_counter
+        self._ledger = NodeResources.of({})
+        self._demand: Units = {}
+        self._view = ClusterView(node, -1, self._ledger, self._demand)
+        self._dead_incarnations: dict[NodeID, int] = {}
+        self._tasks: dict[Key, _Attempt] = {}
+        self._attempts: dict[TaskID, list[int]] = {}
+        self._infeasible: dict[Key, None] = {}
+        self._queues: dict[_ClassKey, dict[Key, None]] = {}
+        self._waiting_worker: dict[Key, None] = {}
+        self._running = 0
+        self._workers: dict[WorkerID, _Worker] = {}
+        self._idle: list[tuple[int, WorkerID]] = []
+        self._starting = 0
+        self._next_counter = 0
+        self._seq = 0
+        self._done: dict[Key, tuple[TaskState, int]] = {}
+        """Attempts that left: their final state here and the hops they arrived with (an
+        attempt spilled away may come back with more hops: a new arrival, not a duplicate)."""
+        self._done_max = done_attempts_max
+        self._story: deque[tuple[str, str, str]] = deque(maxlen=story_lines_max)
+        self._handlers: dict[type[E.Event], Callable[[Any, list[C.Command]], None]] = {
+            E.TaskArrived: self._on_task_arrived,
+            E.ArgumentsFetched: self._on_arguments_fetched,
+            E.TaskStarted: self._on_task_started,
+            E.TaskFinished: self._on_task_finished,
+            E.TaskFailed: self._on_task_failed,
+            E.TaskWithdrawn: self._on_task_withdrawn,
+            E.WorkerStarted: self._on_worker_started,
+            E.WorkerDied: self._on_worker_died,
+            E.WorkerBlocked: self._on_worker_blocked,
+            E.WorkerUnblocked: self._on_worker_unblocked,
+            E.NodeJoined: self._on_node_joined,
+            E.NodeDied: self._on_node_died,
+            E.NodeResourcesReported: self._on_resources_reported,
+        }
+        if resources is not None:
+            assert incarnation is not None, "give the incarnation with the resources"
+            self._join(incarnation, resources, "init")
+
+    # -- the one mutating entry point -------------------------------------------
+
+    def handle(self, event: E.Event) -> list[C.Command]:
+        """Apply one event; return the commands it causes (all with its stimulus_id)."""
+        kind = type(event)
+        handler = self._handlers.get(kind)
+        if handler is None:
+            raise TypeError(f"Scheduler does not handle {kind.__name__}")
+        out: list[C.Command] = []
+        if self.state is SchedulerState.ALIVE or (
+            self.state is SchedulerState.UNJOINED and kind in _MEMBERSHIP
+        ):
+            handler(event, out)
+        else:
+            self.stats[f"dropped_{self.state.value}_{kind.__name__}"] += 1
+        return out
+
+    # -- read-only queries ---------------------------------------------------------
+
+    def available(self) -> Units:
+        """A copy of this node's available resources (units)."""
+        return dict(self._ledger.available)
+
+    def total(self) -> Units:
+        return dict(self._ledger.total)
+
+    def queue_length(self) -> int:
+        """Attempts here that are not running yet (infeasible, fetching, queued, waiting)."""
+        return len(self._tasks) - self._running
+
+    def running_count(self) -> int:
+        return self._running
+
+    def state_of(self, task: TaskID, attempt: int) -> TaskState | None:
+        """The live state of an attempt here, or None when it is not (or no longer) here."""
+        rec = self._tasks.get((task, attempt))
+        return None if rec is None else rec.state
+
+    def worker_of(self, task: TaskID, attempt: int | None = None) -> WorkerID | None:
+        """The worker running the attempt (default: the task's latest live attempt)."""
+        if attempt is None:
+            live = self._attempts.get(task)
+            if not live:
+                return None
+            attempt = live[-1]
+        rec = self._tasks.get((task, attempt))
+        return None if rec is None else rec.worker
+
+    def workers(self) -> dict[WorkerID, WorkerState]:
+        return {w: rec.state for w, rec in sorted(self._workers.items())}
+
+    def holdings(self) -> dict[str, Units]:
+        """What each holder holds: ``"task:<id>:<attempt>"`` or ``"actor:<worker>"``."""
+        out: dict[str, Units] = {}
+        for (task, attempt), rec in self._tasks.items():
+            if rec.allocation is not None:
+                out[f"task:{task}:{attempt}"] = dict(rec.allocation.units)
+        for wid, w in self._workers.items():
+            if w.actor_allocation is not None:
+                out[f"actor:{wid}"] = dict(w.actor_allocation.units)
+        return out
+
+    def gpu_free(self) -> list[int]:
+        """Free units on each GPU instance, by GPU id."""
+        return list(self._ledger.gpu_free)
+
+    def view(self) -> dict[NodeID, NodeView]:
+        """A copy of the view of every live node (this one included), by node id."""
+        return {
+            n: NodeView(v.node, v.incarnation, dict(v.total), dict(v.available))
+            for n, v in sorted(self._view.nodes.items())
+        }
+
+    def self_description(self, *, now: float, stimulus_id: str) -> E.NodeJoined:
+        """This node as a ``NodeJoined`` for schedulers that must learn it."""
+        assert self.state is SchedulerState.ALIVE, (self.node, self.state)
+        return E.NodeJoined(
+            now=now,
+            stimulus_id=stimulus_id,
+            node=self.node,
+            incarnation=self.incarnation,
+            resources=dict(self._ledger.total),
+            object_store_bytes=self.object_store_bytes,
+            spill_enabled=self.spill_enabled,
+        )
+
+    def story(self, key: str) -> list[str]:
+        """Recent history lines of a task id, worker id or node id."""
+        return [f"{sid}: {text}" for k, sid, text in self._story if k == key]
+
+    # -- tasks ------------------------------------------------------------------------
+
+    def _on_task_arrived(self, ev: E.TaskArrived, out: list[C.Command]) -> None:
+        spec = ev.spec
+        key = (spec.task_id, ev.attempt)
+        if ev.node != self.node:
+            self.stats["misrouted_task_arrived"] += 1
+            return
+        if spec.kind is TaskKind.ACTOR_TASK:
+            raise InvalidTransition(
+                f"actor task {spec.task_id} reached the scheduler of {self.node}: "
+                "actor tasks go to the actor manager, which runs them on the actor's worker",
+                self.story(spec.task_id),
+            )
+        left = self._done.get(key)
+        if key in self._tasks or (left is not None and ev.hops <= left[1]):
+            self.stats["duplicate_task_arrived"] += 1
+            return
+        if left is not None:
+            del self._done[key]  # it comes back, forwarded further
+        live = self._attempts.get(spec.task_id)
+        if live and live[-1] > ev.attempt:
+            self.stats["stale_task_arrived"] += 1
+            return
+        self._seq += 1
+        cls: _ClassKey = (
+            tuple(sorted(spec.placement.items())),
+            tuple(sorted(spec.resources.items())),
+            spec.strategy,
+            ev.hops,
+        )
+        rec = _Attempt(spec, ev.attempt, self._seq, ev.hops, ev.arg_bytes_by_node, cls)
+        self._tasks[key] = rec
+        if live:
+            live.append(ev.attempt)
+        else:
+            self._attempts[spec.task_id] = [ev.attempt]
+        self._log(spec.task_id, ev.stimulus_id, f"attempt {ev.attempt} arrived (hops {ev.hops})")
+        self._place(rec, ev.stimulus_id, out)
+        self._dispatch(ev.stimulus_id, out)
+
+    def _on_arguments_fetched(self, ev: E.ArgumentsFetched, out: list[C.Command]) -> None:
+        rec = self._tasks.get((ev.task, ev.attempt))
+        if rec is None or ev.node != self.node:
+            self.stats["stale_arguments_fetched"] += 1
+            return
+        if rec.state is not S.FETCHING:
+            self.stats["duplicate_arguments_fetched"] += 1
+            return
+        sid = ev.stimulus_id
+        if ev.failure is not None:
+            _subtract(self._demand, rec.spec.placement)
+            self._set(rec, S.ARGS_FAILED, sid, f"argument failed: {ev.failure.kind.value}")
+            self._retire(rec)
+            out.append(
+                C.ReportUnschedulable(
+                    stimulus_id=sid, task=ev.task, attempt=ev.attempt, failure=ev.failure
+                )
+            )
+            return
+        self._set(rec, S.QUEUED, sid, "arguments local")
+        self._enqueue(rec)
+        self._dispatch(sid, out)
+
+    def _on_task_started(self, ev: E.TaskStarted, out: list[C.Command]) -> None:
+        rec = self._tasks.get((ev.task, ev.attempt))
+        if rec is None or rec.state is not S.RUNNING or rec.worker != ev.worker:
+            if self._is_actor_worker(ev.worker):
+                self.stats["actor_task_event_ignored"] += 1
+            else:
+                self.stats["stale_task_started"] += 1
+            return
+        self.stats["task_started"] += 1
+        self._log(ev.task, ev.stimulus_id, f"attempt {ev.attempt} started on {ev.worker}")
+
+    def _on_task_finished(self, ev: E.TaskFinished, out: list[C.Command]) -> None:
+        self._on_result(ev.task, ev.attempt, ev.node, ev.worker, True, ev.stimulus_id, out)
+
+    def _on_task_failed(self, ev: E.TaskFailed, out: list[C.Command]) -> None:
+        self._on_result(ev.task, ev.attempt, ev.node, ev.worker, False, ev.stimulus_id, out)
+
+    def _on_result(
+        self,
+        task: TaskID,
+        attempt: int,
+        node: NodeID,
+        wid: WorkerID,
+        ok: bool,
+        sid: str,
+        out: list[C.Command],
+    ) -> None:
+        rec = self._tasks.get((task, attempt))
+        if rec is None or rec.state is not S.RUNNING or rec.worker != wid or node != self.node:
+            if rec is None and self._is_actor_worker(wid):
+                self.stats["actor_task_event_ignored"] += 1
+            else:
+                self.stats["stale_task_finished" if ok else "stale_task_failed"] += 1
+            return
+        worker = self._workers[wid]
+        allocation = rec.allocation
+        assert allocation is not None
+        rec.allocation = None
+        worker.blocked = False
+        worker.lent_cpu = 0
+        worker.task = None
+        rec.worker = None
+        self._running -= 1
+        self._set(rec, S.FINISHED if ok else S.FAILED, sid, f"{'finished' if ok else 'failed'} on {wid}")
+        creation = rec.spec.kind is TaskKind.ACTOR_CREATION
+        if creation and ok:
+            worker.actor = rec.spec.actor_id
+            worker.actor_allocation = allocation
+            self._set_worker(worker, W.ACTOR, sid, f"dedicated to actor {rec.spec.actor_id}")
+        else:
+            self._ledger.release(allocation)
+            if creation:
+                self._set_worker(worker, W.DRAINING, sid, "actor creation failed")
+                out.append(C.KillWorker(stimulus_id=sid, worker=wid, node=self.node))
+            else:
+                self._make_idle(worker, sid)
+        self._retire(rec)
+        self._dispatch(sid, out)
+
+    def _on_task_withdrawn(self, ev: E.TaskWithdrawn, out: list[C.Command]) -> None:
+        rec = self._tasks.get((ev.task, ev.attempt))
+        if rec is None or ev.node != self.node:
+            self.stats["stale_task_withdrawn"] += 1
+            return
+        sid = ev.stimulus_id
+        if rec.state is S.RUNNING:
+            # The task manager interrupts running code itself (InterruptTask).
+            self.stats["withdraw_running_ignored"] += 1
+            self._log(ev.task, sid, f"withdrawal of running attempt {ev.attempt} ignored")
+            return
+        self._unqueue(rec)
+        self._set(rec, S.WITHDRAWN, sid, "withdrawn")
+        self._retire(rec)
+        self._dispatch(sid, out)
+
+    # -- workers ------------------------------------------------------------------------
+
+    def _on_worker_started(self, ev: E.WorkerStarted, out: list[C.Command]) -> None:
+        worker = self._workers.get(ev.worker)
+        if worker is None or ev.node != self.node:
+            self.stats["unknown_worker_started"] += 1
+            return
+        if worker.state is not W.STARTING:
+            self.stats["duplicate_worker_started"] += 1
+            return
+        self._starting -= 1
+        self._make_idle(worker, ev.stimulus_id)
+        self._dispatch(ev.stimulus_id, out)
+
+    def _on_worker_died(self, ev: E.WorkerDied, out: list[C.Command]) -> None:
+        worker = self._workers.get(ev.worker)
+        if worker is None or ev.node != self.node:
+            self.stats["unknown_worker_died"] += 1
+            return
+        sid = ev.stimulus_id
+        state = worker.state
+        if state is W.STARTING:
+            self._starting -= 1
+        elif state is W.IDLE:
+            self._idle.remove((worker.counter, worker.worker))
+        elif state is W.LEASED:
+            assert worker.task is not None
+            rec = self._tasks[worker.task]
+            assert rec.allocation is not None
+            self._ledger.release(rec.allocation)
+            rec.allocation = None
+            rec.worker = None
+            self._running -= 1
+            self._set(rec, S.LOST, sid, f"worker {worker.worker} died")
+            self._retire(rec)
+        elif state is W.ACTOR:
+            assert worker.actor_allocation is not None
+            self._ledger.release(worker.actor_allocation)
+            worker.actor_allocation = None
+        self._set_worker(worker, W.DEAD, sid, "died")
+        del self._workers[worker.worker]
+        self._dispatch(sid, out)
+
+    def _on_worker_blocked(self, ev: E.WorkerBlocked, out: list[C.Command]) -> None:
+        worker = self._workers.get(ev.worker)
+        if worker is None or ev.node != self.node:
+            self.stats["unknown_worker_blocked"] += 1
+            return
+        allocation = self._allocation_of(worker)
+        if allocation is None:
+            self.stats["worker_blocked_ignored"] += 1
+            return
+        if worker.blocked:
+            self.stats["duplicate_worker_blocked"] += 1
+            return
+        worker.blocked = True
+        worker.lent_cpu = self._ledger.release_part(allocation, CPU)
+        self._log(worker.worker, ev.stimulus_id, f"blocked: lent {worker.lent_cpu} CPU units")
+        self._dispatch(ev.stimulus_id, out)
+
+    def _on_worker_unblocked(self, ev: E.WorkerUnblocked, out: list[C.Command]) -> None:
+        worker = self._workers.get(ev.worker)
+        if worker is None or ev.node != self.node:
+            self.stats["unknown_worker_unblocked"] += 1
+            return
+        allocation = self._allocation_of(worker)
+        if allocation is None or not worker.blocked:
+            self.stats["duplicate_worker_unblocked"] += 1
+            return
+        taken = self._ledger.reacquire_part(allocation, CPU, worker.lent_cpu)
+        if taken < worker.lent_cpu:
+            self.stats["unblock_cpu_short"] += 1
+        self._log(worker.worker, ev.stimulus_id, f"unblocked: took back {taken} of {worker.lent_cpu} CPU units")
+        worker.blocked = False
+        worker.lent_cpu = 0
+
+    # -- membership and the view ------------------------------------------------------------
+
+    def _on_node_joined(self, ev: E.NodeJoined, out: list[C.Command]) -> None:
+        sid = ev.stimulus_id
+        if ev.incarnation <= self._dead_incarnations.get(ev.node, -1):
+            self.stats["stale_node_joined"] += 1
+            return
+        if ev.node == self.node:
+            if self.state is SchedulerState.UNJOINED:
+                self.object_store_bytes = ev.object_store_bytes
+                self.spill_enabled = ev.spill_enabled
+                self._join(ev.incarnation, ev.resources, sid)
+            elif ev.incarnation == self.incarnation:
+                self.stats["duplicate_node_joined"] += 1
+            elif ev.incarnation < self.incarnation:
+                self.stats["stale_node_joined"] += 1
+            else:
+                self.stats["superseded_by_new_incarnation"] += 1
+                self._die(sid, f"incarnation {ev.incarnation} joined")
+            return
+        known = self._view.nodes.get(ev.node)
+        if known is not None and ev.incarnation <= known.incarnation:
+            name = "duplicate_node_joined" if ev.incarnation == known.incarnation else "stale_node_joined"
+            self.stats[name] += 1
+            return
+        self._view.join(ev.node, ev.incarnation, ev.resources)
+        self._log(ev.node, sid, f"joined (incarnation {ev.incarnation}, {as_floats(ev.resources)})")
+        if self.state is SchedulerState.ALIVE:
+            self._replace_infeasible(sid, out)
+            self._dispatch(sid, out)
+            self._spill(sid, out)
+
+    def _on_node_died(self, ev: E.NodeDied, out: list[C.Command]) -> None:
+        sid = ev.stimulus_id
+        if ev.node == self.node:
+            if ev.incarnation == self.incarnation or (
+                self.state is SchedulerState.UNJOINED
+            ):
+                self._remember_dead(ev.node, ev.incarnation)
+                self._die(sid, f"incarnation {ev.incarnation} died")
+            else:
+                self.stats["stale_node_died"] += 1
+            return
+        known = self._view.nodes.get(ev.node)
+        if known is None or ev.incarnation < known.incarnation:
+            self.stats["stale_node_died"] += 1
+            self._remember_dead(ev.node, ev.incarnation)
+            return
+        self._remember_dead(ev.node, ev.incarnation)
+        self._view.remove(ev.node)
+        self._log(ev.node, sid, f"died (incarnation {ev.incarnation})")
+
+    def _on_resources_reported(self, ev: E.NodeResourcesReported, out: list[C.Command]) -> None:
+        if ev.node == self.node:
+            self.stats["own_report_ignored"] += 1
+            return
+        known = self._view.nodes.get(ev.node)
+        if known is None or known.incarnation != ev.incarnation:
+            self.stats["stale_resources_report"] += 1
+            return
+        self._view.report(ev.node, ev.available)
+        if self.state is SchedulerState.ALIVE:
+            self._spill(ev.stimulus_id, out)
+
+    def _remember_dead(self, node: NodeID, incarnation: int) -> None:
+        if incarnation > self._dead_incarnations.get(node, -1):
+            self._dead_incarnations[node] = incarnation
+
+    def _join(self, incarnation: int, resources: Mapping[str, int], sid: str) -> None:
+        self.incarnation = incarnation
+        self._ledger = NodeResources.of(resources)
+        self._view.reset_local(incarnation, self._ledger)
+        counter = self._first_worker_counter
+        self._next_counter = incarnation * WORKER_COUNTER_STRIDE if counter is None else counter
+        self._set_life(SchedulerState.ALIVE)
+        self._log(self.node, sid, f"joined (incarnation {incarnation}, {as_floats(resources)})")
+
+    def _die(self, sid: str, why: str) -> None:
+        """This node is gone: forget every attempt and worker (the task manager retries)."""
+        for rec in list(self._tasks.values()):
+            self._set(rec, S.LOST, sid, f"node died: {why}")
+        self._tasks.clear()
+        self._attempts.clear()
+        self._infeasible.clear()
+        self._queues.clear()
+        self._waiting_worker.clear()
+        self._demand.clear()
+        self._running = 0
+        self._workers.clear()
+        self._idle.clear()
+        self._starting = 0
+        self._ledger = NodeResources.of(self._ledger.total)
+        self._view.reset_local(self.incarnation, self._ledger)
+        self._set_life(SchedulerState.DEAD)
+        self._log(self.node, sid, f"scheduler finished: {why}")
+
+    # -- placement ----------------------------------------------------------------------------
+
+    def _place(self, rec: _Attempt, sid: str, out: list[C.Command]) -> None:
+        """Ask the policy about a NEW or INFEASIBLE attempt and carry out the answer."""
+        spec = rec.spec
+        decision = self.policy.place(
+            PlacementRequest(spec, rec.hops, rec.arg_bytes, False), self._view
+        )
+        kind = decision.kind
+        if kind is PlacementKind.FORWARD and decision.node == self.node:
+            kind = PlacementKind.LOCAL
+        if kind is PlacementKind.LOCAL:
+            add(self._demand, spec.placement)
+            if spec.args:
+                self._set(rec, S.FETCHING, sid, "placed here; fetching arguments")
+                out.append(
+                    C.FetchArguments(
+                        stimulus_id=sid,
+                        task=spec.task_id,
+                        attempt=rec.attempt,
+                        node=self.node,
+                        objects=spec.args,
+                    )
+                )
+            else:
+                self._set(rec, S.QUEUED, sid, "placed here")
+                self._enqueue(rec)
+        elif kind is PlacementKind.FORWARD:
+            self._forward(rec, decision.node, decision.reason, sid, out)
+        elif kind is PlacementKind.INFEASIBLE:
+            if rec.state is not S.INFEASIBLE:
+                self._set(rec, S.INFEASIBLE, sid, "infeasible: waiting for a node that fits")
+                self._infeasible[(spec.task_id, rec.attempt)] = None
+            if not rec.warned:
+                rec.warned = True
+                self.stats["infeasible_warned"] += 1
+                out.append(
+                    C.Warn(
+                        stimulus_id=sid,
+                        code=WARN_INFEASIBLE,
+                        message=(
+                            f"{spec.name} needs {as_floats(spec.placement)}, which no node in the "
+                            "cluster can provide; it stays pending until a node that fits joins"
+                        ),
+                        subject=spec.task_id,
+                    )
+                )
+        elif kind is PlacementKind.UNSCHEDULABLE:
+            assert decision.failure is not None, decision
+            self._set(rec, S.UNSCHEDULABLE, sid, f"unschedulable: {decision.failure.message}")
+            self._retire(rec)
+            out.append(
+                C.ReportUnschedulable(
+                    stimulus_id=sid, task=spec.task_id, attempt=rec.attempt, failure=decision.failure
+                )
+            )
+        else:
+            raise AssertionError(f"policy answered {decision} to a placement that is not spill-only")
+
+    def _forward(
+        self, rec: _Attempt, to_node: NodeID | None, reason: str, sid: str, out: list[C.Command]
+    ) -> None:
+        assert to_node is not None and to_node in self._view.nodes, (to_node, reason)
+        spec = rec.spec
+        self._view.reserve(to_node, spec.placement)
+        self._set(rec, S.FORWARDED, sid, f"forwarded to {to_node} ({reason})")
+        self._retire(rec)
+        self.stats["forwarded"] += 1
+        out.append(
+            C.ForwardTask(
+                stimulus_id=sid,
+                spec=spec,
+                attempt=rec.attempt,
+                from_node=self.node,
+                to_node=to_node,
+                hops=rec.hops + 1,
+            )
+        )
+
+    def _replace_infeasible(self, sid: str, out: list[C.Command]) -> None:
+        for key in list(self._infeasible):
+            rec = self._tasks[key]
+            del self._infeasible[key]
+            self._place(rec, sid, out)
+            if rec.state is S.INFEASIBLE:
+                self._infeasible[key] = None
+
+    def _spill(self, sid: str, out: list[C.Command]) -> None:
+        """Offer queued attempts that cannot run here now to nodes with room now.
+
+        Per class, newest first; the first STAY ends the class (its attempts
+        ask for the same thing with the same strategy and hops).
+        """
+        for cls in list(self._queues):
+            queue = self._queues[cls]
+            for key in list(reversed(queue)):
+                rec = self._tasks[key]
+                decision = self.policy.place(
+                    PlacementRequest(rec.spec, rec.hops, rec.arg_bytes, True), self._view
+                )
+                if decision.kind is not PlacementKind.FORWARD or decision.node == self.node:
+                    break
+                del queue[key]
+                _subtract(self._demand, rec.spec.placement)
+                self.stats["spilled"] += 1
+                self._forward(rec, decision.node, f"spill: {decision.reason}", sid, out)
+            if not queue:
+                del self._queues[cls]
+
+    # -- local dispatch --------------------------------------------------------------------------
+
+    def _enqueue(self, rec: _Attempt) -> None:
+        queue = self._queues.get(rec.cls)
+        if queue is None:
+            queue = self._queues[rec.cls] = {}
+        queue[(rec.spec.task_id, rec.attempt)] = None
+
+    def _unqueue(self, rec: _Attempt) -> None:
+        """Take a pending (not running) attempt out of whatever holds it."""
+        key = (rec.spec.task_id, rec.attempt)
+        state = rec.state
+        if state is S.INFEASIBLE:
+            del self._infeasible[key]
+        elif state is S.FETCHING:
+            _subtract(self._demand, rec.spec.placement)
+        elif state is S.QUEUED:
+            queue = self._queues[rec.cls]
+            del queue[key]
+            if not queue:
+                del self._queues[rec.cls]
+            _subtract(self._demand, rec.spec.placement)
+        elif state is S.WAITING_FOR_WORKER:
+            del self._waiting_worker[key]
+            assert rec.allocation is not None
+            self._ledger.release(rec.allocation)
+            rec.allocation = None
+        else:
+            raise InvalidTransition(f"cannot unqueue {key} in {state}", self.story(rec.spec.task_id))
+
+    def _dispatch(self, sid: str, out: list[C.Command]) -> None:
+        """Allocate to queued attempts that fit, hand out idle workers, start missing ones."""
+        if self._queues:
+            ledger = self._ledger
+            classes = list(self._queues.items())
+            if len(classes) > 1:
+                classes.sort(key=lambda item: self._tasks[next(iter(item[1]))].seq)
+            for cls, queue in classes:
+                while queue:
+                    key = next(iter(queue))
+                    rec = self._tasks[key]
+                    spec = rec.spec
+                    if not ledger.can_allocate(spec.placement):
+                        break
+                    if spec.placement_resources is not None and not ledger.can_allocate(spec.resources):
+                        break
+                    del queue[key]
+                    _subtract(self._demand, spec.placement)
+                    rec.allocation = ledger.allocate(spec.resources)
+                    self._set(rec, S.WAITING_FOR_WORKER, sid, "resources allocated")
+                    self._waiting_worker[key] = None
+                if not queue:
+                    del self._queues[cls]
+        while self._waiting_worker and self._idle:
+            key = next(iter(self._waiting_worker))
+            del self._waiting_worker[key]
+            _, wid = self._idle.pop(0)
+            self._start(self._tasks[key], self._workers[wid], sid, out)
+        missing = len(self._waiting_worker) - self._starting
+        for _ in range(missing):
+            counter = self._next_counter
+            self._next_counter += 1
+            wid = worker_id(self.node, counter)
+            self._workers[wid] = _Worker(wid, counter, W.STARTING)
+            self._starting += 1
+            self._log(wid, sid, "starting")
+            out.append(C.StartWorker(stimulus_id=sid, node=self.node, worker=wid))
+
+    def _start(self, rec: _Attempt, worker: _Worker, sid: str, out: list[C.Command]) -> None:
+        assert rec.allocation is not None
+        key = (rec.spec.task_id, rec.attempt)
+        worker.task = key
+        rec.worker = worker.worker
+        self._set_worker(worker, W.LEASED, sid, f"runs {rec.spec.task_id} attempt {rec.attempt}")
+        self._set(rec, S.RUNNING, sid, f"started on {worker.worker}")
+        self._running += 1
+        out.append(
+            C.StartTask(
+                stimulus_id=sid,
+                spec=rec.spec,
+                attempt=rec.attempt,
+                node=self.node,
+                worker=worker.worker,
+                gpu_ids=rec.allocation.gpu_ids,
+            )
+        )
+
+    def _make_idle(self, worker: _Worker, sid: str) -> None:
+        self._set_worker(worker, W.IDLE, sid, "idle")
+        bisect.insort(self._idle, (worker.counter, worker.worker))
+
+    # -- helpers ------------------------------------------------------------------------------------
+
+    def _allocation_of(self, worker: _Worker) -> Allocation | None:
+        if worker.state is W.LEASED:
+            assert worker.task is not None
+            return self._tasks[worker.task].allocation
+        if worker.state is W.ACTOR:
+            return worker.actor_allocation
+        return None
+
+    def _is_actor_worker(self, wid: WorkerID) -> bool:
+        worker = self._workers.get(wid)
+        return worker is not None and worker.state is W.ACTOR
+
+    def _retire(self, rec: _Attempt) -> None:
+        """Forget an attempt that reached a terminal state here."""
+        task = rec.spec.task_id
+        key = (task, rec.attempt)
+        del self._tasks[key]
+        live = self._attempts[task]
+        live.remove(rec.attempt)
+        if not live:
+            del self._attempts[task]
+        done = self._done
+        done[key] = (rec.state, rec.hops)
+        if len(done) > self._done_max:
+            del done[next(iter(done))]
+
+    def _set(self, rec: _Attempt, new: TaskState, sid: str, text: str) -> None:
+        if (rec.state._value_, new._value_) not in _LEGAL:
+            raise InvalidTransition(
+                f"attempt {rec.spec.task_id}#{rec.attempt}: {rec.state.name} -> {new.name} ({text})",
+                self.story(rec.spec.task_id),
+            )
+        rec.state = new
+        self._story.append((rec.spec.task_id, sid, f"#{rec.attempt} {new._name_}: {text}"))
+
+    def _set_worker(self, worker: _Worker, new: WorkerState, sid: str, text: str) -> None:
+        if (worker.state._value_, new._value_) not in _WORKER_LEGAL:
+            raise InvalidTransition(
+                f"worker {worker.worker}: {worker.state.name} -> {new.name} ({text})",
+                self.story(worker.worker),
+            )
+        worker.state = new
+        self._story.append((worker.worker, sid, f"{new._name_}: {text}"))
+
+    def _set_life(self, new: SchedulerState) -> None:
+        if (self.state, new) not in SCHEDULER_TRANSITIONS:
+            raise InvalidTransition(
+                f"scheduler {self.node}: {self.state.name} -> {new.name}", self.story(self.node)
+            )
+        self.state = new
+
+    def _log(self, key: str, sid: str, text: str) -> None:
+        self._story.append((key, sid, text))
+
+    # -- invariants --------------------------------------------------------------------------------
+
+    def check_invariants(self) -> None:
+        """Cross-check every index; raise AssertionError naming what is wrong."""
+        self._check_ledger()
+        self._check_tasks()
+        self._check_workers()
+        self._check_view()
+        if self.state is not SchedulerState.ALIVE:
+            assert not self._tasks and not self._workers, f"{self.state}: holds attempts or workers"
+            assert self._ledger.available == self._ledger.total, "dead scheduler holds resources"
+
+    def _allocations(self) -> list[tuple[str, Allocation]]:
+        held: list[tuple[str, Allocation]] = []
+        for key, rec in self._tasks.items():
+            if rec.allocation is not None:
+                held.append((f"attempt {key}", rec.allocation))
+        for wid, worker in self._workers.items():
+            if worker.actor_allocation is not None:
+                held.append((f"actor worker {wid}", worker.actor_allocation))
+        return held
+
+    def _check_ledger(self) -> None:
+        ledger = self._ledger
+        held = self._allocations()
+        used: Units = {}
+        for _, allocation in held:
+            add(used, allocation.units)
+        names = sorted(set(ledger.total) | set(ledger.available) | set(used))
+        for name in names:
+            total = ledger.total.get(name, 0)
+            available = ledger.available.get(name, 0)
+            assert 0 <= available <= total, f"{name}: available {available} outside [0, {total}]"
+            assert total - available == used.get(name, 0), (
+                f"{name}: total {total} - available {available} != held {used.get(name, 0)}"
+            )
+        gpus = ledger.total.get(GPU, 0) // UNIT
+        assert len(ledger.gpu_free) == gpus, f"{len(ledger.gpu_free)} GPU instances for {gpus} GPUs"
+        on_gpu = [0] * gpus
+        for holder, allocation in held:
+            assert len(allocation.gpu_ids) == len(allocation.gpu_units), holder
+            assert sum(allocation.gpu_units) == allocation.units.get(GPU, 0), (
+                f"{holder}: GPU units {allocation.units.get(GPU, 0)} != instances {allocation.gpu_units}"
+            )
+            assert len(set(allocation.gpu_ids)) == len(allocation.gpu_ids), f"{holder}: repeated GPU id"
+            for gpu, taken in zip(allocation.gpu_ids, allocation.gpu_units):
+                assert 0 <= gpu < gpus and taken > 0, f"{holder}: GPU {gpu} x {taken}"
+                on_gpu[gpu] += taken
+        for gpu, free in enumerate(ledger.gpu_free):
+            assert 0 <= free <= UNIT, f"GPU {gpu}: free {free} outside [0, {UNIT}]"
+            assert UNIT - free == on_gpu[gpu], f"GPU {gpu}: free {free} but holders take {on_gpu[gpu]}"
+
+    def _check_tasks(self) -> None:
+        by_state: Counter[TaskState] = Counter()
+        attempts: dict[TaskID, list[int]] = {}
+        demand: Units = {}
+        for key, rec in self._tasks.items():
+            state = rec.state
+            by_state[state] += 1
+            assert key == (rec.spec.task_id, rec.attempt), (key, rec.spec.task_id, rec.attempt)
+            assert state in LIVE_STATES, f"{key}: terminal state {state} still held"
+            assert key not in self._done, f"{key}: both live and done"
+            attempts.setdefault(key[0], []).append(key[1])
+            assert (key in self._infeasible) == (state is S.INFEASIBLE), f"{key}: infeasible index"
+            queue = self._queues.get(rec.cls)
+            assert (queue is not None and key in queue) == (state is S.QUEUED), f"{key}: queue index"
+            assert (key in self._waiting_worker) == (state is S.WAITING_FOR_WORKER), f"{key}: waiting index"
+            holds = state in (S.WAITING_FOR_WORKER, S.RUNNING)
+            assert (rec.allocation is not None) == holds, f"{key} in {state}: allocation {rec.allocation}"
+            if state in (S.FETCHING, S.QUEUED):
+                add(demand, rec.spec.placement)
+            if state is S.RUNNING:
+                assert rec.worker is not None, f"{key}: running without a worker"
+                worker = self._workers.get(rec.worker)
+                assert worker is not None and worker.state is W.LEASED and worker.task == key, (
+                    f"{key}: worker {rec.worker} does not run it"
+                )
+            else:
+                assert rec.worker is None, f"{key} in {state} has worker {rec.worker}"
+        assert by_state[S.RUNNING] == self._running, f"running {by_state[S.RUNNING]} != {self._running}"
+        assert len(self._infeasible) == by_state[S.INFEASIBLE], "infeasible index size"
+        assert len(self._waiting_worker) == by_state[S.WAITING_FOR_WORKER], "waiting index size"
+        assert sum(len(q) for q in self._queues.values()) == by_state[S.QUEUED], "queue index size"
+        assert all(self._queues.values()), "an empty class queue was kept"
+        for cls, queue in self._queues.items():
+            for key in queue:
+                assert self._tasks[key].cls == cls, f"{key} queued under another class"
+        assert {t: sorted(a) for t, a in attempts.items()} == {
+            t: sorted(a) for t, a in self._attempts.items()
+        }, "attempts index"
+        assert all(a == sorted(a) for a in self._attempts.values()), "attempts index order"
+        assert _nonzero(demand) == _nonzero(self._demand), f"demand {self._demand} != {demand}"
+        assert len(self._done) <= self._done_max, "done memory over its bound"
+        # Dispatch reached its fixed point.
+        for cls, queue in self._queues.items():
+            spec = self._tasks[next(iter(queue))].spec
+            fits_now = self._ledger.can_allocate(spec.placement) and (
+                spec.placement_resources is None or self._ledger.can_allocate(spec.resources)
+            )
+            assert not fits_now, f"class {cls}: head {spec.task_id} fits but was not dispatched"
+        assert not (self._waiting_worker and self._idle), "an idle worker and a waiting attempt"
+        assert self._starting >= len(self._waiting_worker), (
+            f"{len(self._waiting_worker)} attempts wait for {self._starting} starting workers"
+        )
+
+    def _check_workers(self) -> None:
+        idle: list[tuple[int, WorkerID]] = []
+        starting = 0
+        for wid, worker in self._workers.items():
+            assert wid == worker.worker and wid == worker_id(self.node, worker.counter), wid
+            assert node_of_worker(wid) == self.node, wid
+            state = worker.state
+            assert state is not W.DEAD, f"{wid}: dead worker kept"
+            if state is W.IDLE:
+                idle.append((worker.counter, wid))
+            if state is W.STARTING:
+                starting += 1
+            assert (worker.task is not None) == (state is W.LEASED), f"{wid} in {state}: task {worker.task}"
+            if state is W.LEASED:
+                assert worker.task is not None and worker.task in self._tasks, f"{wid}: task gone"
+                assert self._tasks[worker.task].worker == wid, f"{wid}: task runs elsewhere"
+            assert (worker.actor_allocation is not None) == (state is W.ACTOR), (
+                f"{wid} in {state}: actor allocation {worker.actor_allocation}"
+            )
+            if worker.blocked:
+                assert state in (W.LEASED, W.ACTOR), f"{wid}: blocked in {state}"
+            assert worker.lent_cpu >= 0 and (worker.blocked or worker.lent_cpu == 0), (
+                f"{wid}: lent {worker.lent_cpu} while blocked={worker.blocked}"
+            )
+            assert worker.counter < self._next_counter, f"{wid}: counter from the future"
+        assert sorted(idle) == self._idle, f"idle index {self._idle} != {sorted(idle)}"
+        assert starting == self._starting, f"starting {self._starting} != {starting}"
+
+    def _check_view(self) -> None:
+        view = self._view
+        assert view.order == tuple(sorted(view.nodes)), "view order"
+        assert view.local_first[0] == self.node and sorted(view.local_first) == list(view.order), (
+            "view local-first order"
+        )
+        local = view.nodes.get(self.node)
+        assert local is not None, "the local node is missing from the view"
+        assert local.total is self._ledger.total and local.available is self._ledger.available, (
+            "the local view is not the ledger"
+        )
+        for node, nv in view.nodes.items():
+            assert nv.node == node, node
+            if node == self.node:
+                continue
+            assert nv.incarnation > self._dead_incarnations.get(node, -1), f"{node}: dead incarnation in view"
+            for name, cap in nv.total.items():
+                assert 0 <= nv.available.get(name, 0) <= cap, f"{node}: {name} outside [0, {cap}]"
+
+
+def _subtract(into: Units, amounts: Mapping[str, int]) -> None:
+    for name, amount in amounts.items():
+        left = into.get(name, 0) - amount
+        if left:
+            into[name] = left
+        else:
+            into.pop(name, None)
+
+
+def _nonzero(units: Mapping[str, int]) -> dict[str, int]:
+    return {name: amount for name, amount in sorted(units.items()) if amount}
