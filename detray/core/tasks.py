@@ -285,17 +285,20 @@ class TaskManager:
         self._tasks: dict[TaskID, _Task] = {}
         self._actors: dict[ActorID, _Actor] = {}
         self._actor_by_creation: dict[TaskID, ActorID] = {}
-        self._released_actors: dict[ActorID, None] = {}
+        self._released_actors: collections.OrderedDict[ActorID, None] = collections.OrderedDict()
         self._objects: dict[ObjectID, _Object] = {}
         self._owners: dict[WorkerID, _Owner] = {}
         self._owners_by_node: dict[NodeID, dict[WorkerID, None]] = {}
-        self._dead_owners: dict[WorkerID, None] = {}
+        self._dead_owners: collections.OrderedDict[WorkerID, None] = collections.OrderedDict()
         self._by_node: dict[NodeID, dict[TaskID, None]] = {}
         self._by_worker: dict[WorkerID, dict[TaskID, None]] = {}
-        self._call_queues: dict[tuple[WorkerID, ActorID], dict[TaskID, None]] = {}
+        self._call_queues: dict[tuple[WorkerID, ActorID], collections.OrderedDict[TaskID, None]] = {}
         self._live_incarnation: dict[NodeID, int] = {}
         self._dead_incarnation: dict[NodeID, int] = {}
-        self._outcomes: dict[TaskID, Outcome] = {}
+        # Bounded memories and FIFOs drop or take their oldest entry over and over:
+        # OrderedDicts, since a plain dict's next(iter()) walks every entry deleted
+        # from its front (quadratic at scale).
+        self._outcomes: collections.OrderedDict[TaskID, Outcome] = collections.OrderedDict()
         self._story: collections.deque[tuple[str, str, str, TaskState | None, TaskState | None]] = (
             collections.deque(maxlen=story_lines_max)
         )
@@ -467,7 +470,7 @@ class TaskManager:
             key = (spec.owner, spec.actor_id)
             queue = self._call_queues.get(key)
             if queue is None:
-                queue = self._call_queues[key] = {}
+                queue = self._call_queues[key] = collections.OrderedDict()
             queue[tid] = None
             rec.call_queue = key
         self._await_args(rec, sid, out)
@@ -907,7 +910,7 @@ class TaskManager:
         del self._actor_by_creation[a.spec.creation.task_id]
         self._released_actors[actor] = None
         if len(self._released_actors) > RELEASED_ACTORS_MAX:
-            del self._released_actors[next(iter(self._released_actors))]
+            self._released_actors.popitem(last=False)
         owner = a.spec.creation.owner
         own = self._owners.get(owner)
         if own is not None:
@@ -1055,7 +1058,7 @@ class TaskManager:
             return False
         self._dead_owners[owner] = None
         if len(self._dead_owners) > self._dead_owners_max:
-            del self._dead_owners[next(iter(self._dead_owners))]
+            self._dead_owners.popitem(last=False)
         self._log(owner, sid, f"owner died ({why})")
         own = self._owners.pop(owner, None)
         if own is None:
@@ -1298,7 +1301,7 @@ class TaskManager:
         outcomes = self._outcomes
         outcomes[task] = outcome
         if len(outcomes) > self._outcomes_max:
-            del outcomes[next(iter(outcomes))]
+            outcomes.popitem(last=False)
 
     # --- invariants -----------------------------------------------------------------------
 
