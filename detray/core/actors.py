@@ -225,7 +225,7 @@ class ActorManager:
         self._early_args: dict[ActorID, None] = {}
         """``ActorArgumentsReady`` that overtook its ``ActorCreated``."""
         self._dead: collections.deque[ActorID] = collections.deque()
-        self._retired_workers: dict[WorkerID, ActorID] = {}
+        self._retired_workers: collections.OrderedDict[WorkerID, ActorID] = collections.OrderedDict()
         """Former actor workers (bounded, oldest first), to tell stale events apart."""
         self._live_nodes: dict[NodeID, int] = {}
         self._dead_nodes: dict[NodeID, int] = {}
@@ -421,9 +421,22 @@ class ActorManager:
         if e.spec.kind is not TaskKind.ACTOR_CREATION:
             return []
         a = self._current_creation(e.spec.task_id, e.attempt)
-        if a is None or a.creation_started or not self._node_usable(e.node):
+        if a is None or a.creation_started:
             self.stats["stale_creation_arrived"] += 1
             return []
+        if not self._node_usable(e.node):
+            # Forwarded to a node that died meanwhile: the attempt is lost with it.
+            self.stats["creation_arrived_at_dead_node"] += 1
+            out: list[Command] = []
+            cause = failure(
+                ErrorKind.ACTOR_DIED,
+                f"the actor's creation was sent to {e.node}, which died",
+                actor=a.spec.actor_id,
+                cause="node_died",
+                node=e.node,
+            )
+            self._end_incarnation(a, cause, e, out, restartable=True, kill_worker=False)
+            return out
         if a.node != e.node:
             self._move(a, e.node)
             self._note(a.spec.actor_id, e, f"creation attempt {e.attempt} forwarded to {e.node}")
@@ -934,7 +947,7 @@ class ActorManager:
     def _retire_worker(self, worker: WorkerID, actor: ActorID) -> None:
         self._retired_workers[worker] = actor
         if len(self._retired_workers) > self._retired_workers_max:
-            del self._retired_workers[next(iter(self._retired_workers))]
+            self._retired_workers.popitem(last=False)
 
     def _note(self, key: str, e: Event, text: str) -> None:
         self._log.append((key, e.now, e.stimulus_id, text))

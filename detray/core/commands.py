@@ -245,7 +245,34 @@ class AbortActorTask(Command):
 
 # --- additions by machine (append in your own section) -----------------------------------
 # --- scheduler additions ---
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReleaseArguments(Command):
+    """Scheduler -> directory: the attempt for which this node sent ``FetchArguments``
+    left the node (finished, failed, withdrawn, forwarded, its worker died), so the
+    copies its fetch holds may be evicted or spilled again. Deliver as
+    ``WaiterCancelled(waiter=fetch_waiter_id(task, attempt, node))``: it cancels a
+    fetch still waiting, or releases the holds of one already answered."""
+
+    task: TaskID
+    attempt: int
+    node: NodeID
+
 # --- object directory additions ---
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportArgumentsMissing(Command):
+    """Directory -> scheduler of ``node``: a copy the answered fetch of this attempt
+    held is gone (a fault evicted it, or its object failed or was freed), so the
+    attempt's arguments are no longer all local. Deliver as ``ArgumentsMissing``."""
+
+    task: TaskID
+    attempt: int
+    node: NodeID
+    objects: tuple[ObjectID, ...]
+
 # --- task manager additions ---
 
 

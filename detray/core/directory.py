@@ -10,7 +10,8 @@ Must not: decide lineage or retries (the task manager does, on
 ``ReportLost``), count references (the owner does, and says ``FreeObject``),
 touch bytes, read a clock or draw randomness. It only decides, and returns
 commands (``PullObject``, ``DeleteCopy``, ``SpillObject``, ``RestoreObject``,
-``WakeWaiter``, ``ReportLost``, ``SetTimer``) for a driver or the router.
+``WakeWaiter``, ``ReportLost``, ``ReportArgumentsMissing``, ``SetTimer``) for a
+driver or the router.
 
 Theory of operation
 -------------------
@@ -19,9 +20,19 @@ values included, or ``ObjectPut``) stores the *primary* copy on the node. The
 primary of a referenced object is pinned: never evicted, only spilled. Pulls
 add *secondary* copies, which are evicted least-recently-used first when
 room is needed. A copy is *held* (temporarily pinned, neither evicted nor
-spilled) while it is the source of a pull in flight or while a fetch waiter
-on its node counts it as ready, so arguments already fetched stay put until
-the last one arrives.
+spilled) while it is the source of a pull in flight, while a fetch waiter on
+its node counts it as ready, and, for an attempt's argument fetch (waiter
+``fetch:<task>:<attempt>:<node>``) answered without a failure, from the wake
+until the scheduler says the attempt left the node (``ReleaseArguments``,
+delivered as ``WaiterCancelled`` of the same waiter id). So an attempt's
+arguments stay local while it waits for resources or a worker and while it
+runs, as Ray's raylet pins the arguments of the tasks it has granted (and
+its pull manager pins what it pulled for queued ones). If a held copy of an
+answered fetch goes anyway (a fault evicts it, its object fails for its
+owner's death or is freed), the directory forgets it for that fetch and
+says ``ReportArgumentsMissing``: the scheduler fetches again (a new
+``FetchArguments`` for the same waiter replaces the old holds) unless the
+attempt already runs.
 
 *Room.* Placing ``size`` bytes on a node plans first, then acts: evict
 unheld secondaries (LRU, ties by object id), then, when the node has
@@ -42,9 +53,11 @@ their number). An object is *ready* for a waiter when it is available
 (``fetch=True``); it is *failed* when the object failed or was freed, or it
 can never be local there. When ready + failed reach ``num_required`` the
 waiter gets exactly one ``WakeWaiter`` (ready and failed in request order)
-and is forgotten; a fetch satisfied on a node refreshes the LRU order of the
-copies it used (ties by object id). ``WaiterCancelled`` forgets a waiter.
-A fetch waiter on a node that dies is dropped without a wake (counted).
+and is forgotten (an argument fetch keeps its holds, see *Copies*); a fetch
+satisfied on a node refreshes the LRU order of the copies it used (ties by
+object id). ``WaiterCancelled`` forgets a waiter, or releases the holds of an
+answered argument fetch. A fetch waiter (or the holds of an answered one) on
+a node that dies is dropped without a wake (counted).
 
 *Fetching.* For a fetch of an available object not in memory on the node:
 a copy spilled on that node is restored there (``RestoreObject``); otherwise
@@ -81,7 +94,10 @@ every handler does work bounded by the copies and waiters it touches.
 Internal commands, as the router delivers them (helpers below):
 ``FetchArguments`` -> ``fetch_request`` -> ``ObjectsRequested(fetch=True,
 waiter=fetch_waiter_id(task, attempt, node))``, answered by a ``WakeWaiter``
-that ``arguments_fetched`` turns into ``ArgumentsFetched``;
+that ``arguments_fetched`` turns into ``ArgumentsFetched``; the scheduler's
+``ReleaseArguments`` -> ``argument_release`` -> ``WaiterCancelled`` of that
+waiter; ``ReportArgumentsMissing`` (emitted here) -> ``arguments_missing`` ->
+the scheduler's ``ArgumentsMissing``;
 ``RequestObjects`` -> ``existence_request`` -> ``ObjectsRequested(fetch=False)``;
 ``FailObject`` -> ``ObjectFailed``; ``FreeObject`` -> ``ObjectFreed``;
 ``ReportLost`` (emitted here) -> the task manager's ``ObjectLost``.
@@ -100,6 +116,8 @@ from detray.core.commands import (
     DeleteCopy,
     FetchArguments,
     PullObject,
+    ReleaseArguments,
+    ReportArgumentsMissing,
     ReportLost,
     RequestObjects,
     RestoreObject,
@@ -110,6 +128,7 @@ from detray.core.commands import (
 from detray.core.errors import ErrorKind, Failure, InvalidTransition, failure
 from detray.core.events import (
     ArgumentsFetched,
+    ArgumentsMissing,
     CopiesEvicted,
     Event,
     NodeDied,
@@ -185,7 +204,8 @@ COPY_TRANSITIONS: dict[tuple[CopyState, CopyState], str] = {
 class _Copy:
     state: CopyState = CopyState.IN_MEMORY
     holds: int = 0
-    """Pulls sourcing from it plus fetch waiters on its node counting it as ready."""
+    """Pulls sourcing from it, fetch waiters on its node counting it as ready, and
+    answered argument fetches on its node holding it."""
     restoring: bool = False
 
 
@@ -206,6 +226,8 @@ class _Object:
     """Destination nodes waiting for a pull-retry timer."""
     waiters: dict[str, None] = field(default_factory=dict)
     """Waiters that named this object and are not woken yet (insertion ordered)."""
+    holders: dict[str, None] = field(default_factory=dict)
+    """Answered argument fetches holding a copy of this object (on their node)."""
     lost_reported: bool = False
 
 
@@ -227,6 +249,8 @@ class _Store:
     troubled: dict[ObjectID, None] = field(default_factory=dict)
     """Objects with failed pull sources recorded for this node as destination."""
     fetch_waiters: dict[str, None] = field(default_factory=dict)
+    held_fetches: dict[str, None] = field(default_factory=dict)
+    """Answered argument fetches on this node still holding their copies."""
 
 
 @dataclass(slots=True)
@@ -238,6 +262,17 @@ class _Waiter:
     fetch: bool
     ready: dict[ObjectID, None] = field(default_factory=dict)
     failed: dict[ObjectID, Failure] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _HeldFetch:
+    """An argument fetch that was answered (every argument local): its copies stay
+    held until the attempt leaves the node (``ReleaseArguments``)."""
+
+    waiter: str
+    node: NodeID
+    objects: dict[ObjectID, None]
+    """Arguments whose copy on ``node`` it still holds."""
 
 
 # --- helpers for the router ---------------------------------------------------------
@@ -281,6 +316,28 @@ def existence_request(command: RequestObjects, now: float) -> ObjectsRequested:
         objects=command.objects,
         num_required=len(command.objects),
         fetch=False,
+    )
+
+
+def argument_release(command: ReleaseArguments, now: float) -> WaiterCancelled:
+    """``ReleaseArguments`` as the directory's event: cancel the attempt's fetch waiter
+    (still waiting) or release the holds of its answered fetch."""
+    return WaiterCancelled(
+        now=now,
+        stimulus_id=command.stimulus_id,
+        waiter=fetch_waiter_id(command.task, command.attempt, command.node),
+    )
+
+
+def arguments_missing(command: ReportArgumentsMissing, now: float) -> ArgumentsMissing:
+    """``ReportArgumentsMissing`` as the scheduler's event."""
+    return ArgumentsMissing(
+        now=now,
+        stimulus_id=command.stimulus_id,
+        task=command.task,
+        attempt=command.attempt,
+        node=command.node,
+        objects=command.objects,
     )
 
 
@@ -330,6 +387,8 @@ class ObjectDirectory:
         self._objects: dict[ObjectID, _Object] = {}
         self._stores: dict[NodeID, _Store] = {}
         self._waiters: dict[str, _Waiter] = {}
+        self._held: dict[str, _HeldFetch] = {}
+        """Answered argument fetches still holding their copies, by waiter id."""
         self._freed: OrderedDict[ObjectID, None] = OrderedDict()
         self._story: deque[tuple[str, str, str, tuple[object, ...]]] = deque(maxlen=story_lines_max)
         self._out: list[Command] = []
@@ -449,6 +508,21 @@ class ObjectDirectory:
         rec = self._objects.get(obj)
         return tuple(rec.waiters) if rec is not None else ()
 
+    def held_arguments(self, waiter: str) -> tuple[ObjectID, ...] | None:
+        """The arguments an answered fetch still holds on its node (None: no such fetch)."""
+        held = self._held.get(waiter)
+        return None if held is None else tuple(held.objects)
+
+    def fetch_waiters(self) -> tuple[str, ...]:
+        """Waiter ids of the argument fetches still waiting, sorted."""
+        return tuple(
+            sorted(w for w, rec in self._waiters.items() if rec.fetch and w.startswith(FETCH_WAITER_PREFIX))
+        )
+
+    def held_fetches(self) -> tuple[str, ...]:
+        """Waiter ids of the answered argument fetches still holding copies, sorted."""
+        return tuple(sorted(self._held))
+
     def objects(self) -> tuple[ObjectID, ...]:
         """Every object with a record (not the freed tombstones), sorted."""
         return tuple(sorted(self._objects))
@@ -503,6 +577,10 @@ class ObjectDirectory:
             self.stats["waiters_dropped_node_died"] += 1
             self._log(wid, "dropped: its node %s died", node)
             self._forget_waiter(self._waiters[wid])
+        for wid in list(store.held_fetches):
+            self.stats["held_fetches_dropped_node_died"] += 1
+            self._log(wid, "holds dropped: its node %s died", node)
+            self._release_held(self._held[wid])
         affected: dict[ObjectID, None] = {}
         for obj in list(store.incoming):
             self._end_pull(self._objects[obj], node)
@@ -728,6 +806,13 @@ class ObjectDirectory:
             return
         if event.fetch and not self._live_store(event.node, "stale_objects_requested"):
             return
+        held = self._held.get(wid)
+        if held is not None:
+            # The scheduler fetches again (a held copy went missing): the new waiter
+            # takes over; copies still local are ready (and held) again at once.
+            self.stats["refetches"] += 1
+            self._log(wid, "fetched again: the old holds are replaced")
+            self._release_held(held)
         objects = tuple(dict.fromkeys(event.objects))
         w = _Waiter(
             waiter=wid,
@@ -738,6 +823,7 @@ class ObjectDirectory:
         )
         if self._satisfied_at_once(w):  # the common case: nothing to register
             self._announce_wake(w)
+            self._keep_holds(w)
             return
         w.ready.clear()
         w.failed.clear()
@@ -766,7 +852,13 @@ class ObjectDirectory:
     def _on_waiter_cancelled(self, event: WaiterCancelled) -> None:
         w = self._waiters.get(event.waiter)
         if w is None:
-            self.stats["unknown_waiter_cancelled"] += 1
+            held = self._held.get(event.waiter)
+            if held is None:
+                self.stats["unknown_waiter_cancelled"] += 1
+                return
+            self.stats["fetch_holds_released"] += 1
+            self._log(held.waiter, "released: the attempt left %s", held.node)
+            self._release_held(held)
             return
         self.stats["waiters_cancelled"] += 1
         self._log(w.waiter, "cancelled")
@@ -867,6 +959,60 @@ class ObjectDirectory:
     def _wake(self, w: _Waiter) -> None:
         self._forget_waiter(w)
         self._announce_wake(w)
+        self._keep_holds(w)
+
+    def _keep_holds(self, w: _Waiter) -> None:
+        """After the wake of an argument fetch with every argument local: hold the
+        copies until the attempt leaves the node (``ReleaseArguments``)."""
+        if not w.fetch or w.failed or parse_fetch_waiter(w.waiter) is None:
+            return
+        node = w.node
+        ready = w.ready
+        held = _HeldFetch(w.waiter, node, {obj: None for obj in w.objects if obj in ready})
+        self._held[w.waiter] = held
+        self._stores[node].held_fetches[w.waiter] = None
+        for obj in held.objects:
+            rec = self._objects[obj]
+            rec.copies[node].holds += 1
+            rec.holders[w.waiter] = None
+
+    def _release_held(self, held: _HeldFetch) -> None:
+        """Let go of every copy an answered fetch holds (the copies stay, unpinned)."""
+        del self._held[held.waiter]
+        del self._stores[held.node].held_fetches[held.waiter]
+        for obj in held.objects:
+            rec = self._objects[obj]
+            del rec.holders[held.waiter]
+            rec.copies[held.node].holds -= 1
+        held.objects.clear()
+
+    def _held_copy_gone(self, rec: _Object, node: NodeID) -> None:
+        """A held copy of ``rec`` on ``node`` was removed: end the pulls it sourced,
+        un-ready it for the fetch waiters there, and tell the schedulers of the
+        answered fetches that held it that an argument is no longer local."""
+        for dest, source in list(rec.pulls.items()):
+            if source == node:
+                self._end_pull(rec, dest)
+        for wid in rec.waiters:
+            w = self._waiters[wid]
+            if w.fetch and w.node == node:
+                w.ready.pop(rec.obj, None)
+        for wid in list(rec.holders):
+            held = self._held[wid]
+            if held.node != node:
+                continue
+            del rec.holders[wid]
+            del held.objects[rec.obj]
+            self.stats["held_arguments_missing"] += 1
+            self._log(wid, "held argument %s gone from %s", rec.obj, node)
+            parsed = parse_fetch_waiter(wid)
+            assert parsed is not None, wid
+            task, attempt, _ = parsed
+            self._out.append(
+                ReportArgumentsMissing(
+                    stimulus_id=self._sid, task=task, attempt=attempt, node=node, objects=(rec.obj,)
+                )
+            )
 
     def _announce_wake(self, w: _Waiter) -> None:
         """Emit the one ``WakeWaiter`` of ``w`` (already forgotten, or never registered)."""
@@ -1072,16 +1218,10 @@ class ObjectDirectory:
         """A copy is gone: end what relied on it, promote or lose the object. Caller refreshes."""
         copy = self._remove_copy(rec, node)
         self._log(rec.obj, "copy on %s gone", node)
-        if copy.holds:
-            for dest, source in list(rec.pulls.items()):
-                if source == node:
-                    self._end_pull(rec, dest)
-            for wid in rec.waiters:
-                w = self._waiters[wid]
-                if w.fetch and w.node == node:
-                    w.ready.pop(rec.obj, None)
         if delete_reason is not None:
             self._emit_delete(rec.obj, node, delete_reason)
+        if copy.holds:
+            self._held_copy_gone(rec, node)
         if rec.primary != node:
             return
         rec.primary = None
@@ -1123,8 +1263,10 @@ class ObjectDirectory:
         for node in list(rec.failed_sources):
             self._clear_trouble(rec, node)
         for node in sorted(rec.copies):
-            self._remove_copy(rec, node)
+            copy = self._remove_copy(rec, node)
             self._emit_delete(rec.obj, node, reason)
+            if copy.holds:
+                self._held_copy_gone(rec, node)
         rec.primary = None
 
     def _emit_delete(self, obj: ObjectID, node: NodeID, reason: str) -> None:
@@ -1208,9 +1350,14 @@ class ObjectDirectory:
                         assert rec.status is ObjectStatus.AVAILABLE, f"waiter {wid}: {obj} ready"
                     continue
                 self._check_progress(wid, w, rec)
+        for wid, held in self._held.items():
+            self._check_held(wid, held, holds)
         for store in self._stores.values():
             for wid in store.fetch_waiters:
                 assert self._waiters[wid].node == store.node, f"{wid} indexed on {store.node}"
+            for wid in store.held_fetches:
+                assert wid in self._held, f"{store.node}: held fetch {wid} has no record"
+                assert self._held[wid].node == store.node, f"held fetch {wid} indexed on {store.node}"
         freed_overlap = self._freed.keys() & self._objects.keys()
         assert not freed_overlap, f"freed objects still have records: {sorted(freed_overlap)}"
         assert len(self._freed) <= self._freed_max, "freed tombstones exceed their bound"
@@ -1218,6 +1365,26 @@ class ObjectDirectory:
             self._check_object(obj, rec, holds)
         for node, store in self._stores.items():
             self._check_store(node, store)
+
+    def _check_held(
+        self, wid: str, held: _HeldFetch, holds: dict[tuple[ObjectID, NodeID], int]
+    ) -> None:
+        assert held.waiter == wid, (wid, held.waiter)
+        assert parse_fetch_waiter(wid) is not None, f"held fetch {wid} is not an argument fetch"
+        assert wid not in self._waiters, f"{wid} both waits and holds an answered fetch"
+        node = held.node
+        store = self._stores.get(node)
+        assert store is not None and store.alive, f"held fetch {wid} on dead node {node}"
+        assert wid in store.held_fetches, f"held fetch {wid} missing from {node}'s index"
+        for obj in held.objects:
+            rec = self._objects.get(obj)
+            assert rec is not None, f"held fetch {wid} holds forgotten object {obj}"
+            assert wid in rec.holders, f"held fetch {wid} missing from {obj}'s holders"
+            copy = rec.copies.get(node)
+            assert copy is not None and copy.state is CopyState.IN_MEMORY, (
+                f"held fetch {wid}: {obj} not in memory on {node}"
+            )
+            holds[(obj, node)] = holds.get((obj, node), 0) + 1
 
     def _check_progress(self, wid: str, w: _Waiter, rec: _Object) -> None:
         obj = rec.obj
@@ -1261,6 +1428,9 @@ class ObjectDirectory:
             assert rec.waiters, f"{obj}: pending with no waiter should be forgotten"
         for wid in rec.waiters:
             assert wid in self._waiters and obj in self._waiters[wid].objects, f"{obj}: waiter {wid}"
+        for wid in rec.holders:
+            held = self._held.get(wid)
+            assert held is not None and obj in held.objects, f"{obj}: holder {wid} does not hold it"
         for node, copy in rec.copies.items():
             store = self._stores.get(node)
             assert store is not None and store.alive, f"{obj}: copy on dead node {node}"
@@ -1291,6 +1461,7 @@ class ObjectDirectory:
         indexes = (store.secondaries, store.primaries, store.spilled, store.incoming, store.troubled)
         if not store.alive:
             assert not any(indexes) and not store.fetch_waiters, f"dead {node} kept state"
+            assert not store.held_fetches, f"dead {node} kept held fetches"
             assert store.used_bytes == 0, f"dead {node} uses {store.used_bytes} bytes"
             return
         used = 0

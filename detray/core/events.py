@@ -342,6 +342,19 @@ class TimerFired(Event):
 
 # --- additions by machine (append in your own section) ------------------------------
 # --- scheduler additions ---
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArgumentsMissing(Event):
+    """The router's form of the directory's ``ReportArgumentsMissing``: copies
+    (``objects``) that the attempt's answered fetch held on ``node`` are gone. A
+    queued attempt fetches its arguments again; a running one already has them."""
+
+    task: TaskID
+    attempt: int
+    node: NodeID
+    objects: tuple[ObjectID, ...] = ()
+
 # --- object directory additions ---
 # --- task manager additions ---
 

@@ -18,15 +18,20 @@ The invariants, and where each is checked:
   failed: ``_check_waiting_arguments``;
 - no object both available and failed: ``ObjectDirectory.check_invariants``;
 - the machines agree on which nodes are alive: ``_check_nodes_agree``;
+- an attempt queued or waiting for a worker has every argument in memory on
+  its node, held by its answered fetch; a fetching attempt's fetch waits at
+  the directory; every fetch the directory waits for or holds belongs to an
+  attempt still on that node: ``_check_fetched_arguments``;
 - an alive actor's worker is on a live node: ``_check_actors_on_live_nodes``.
 """
 
 from __future__ import annotations
 
 from detray.core.actors import ActorState
-from detray.core.directory import ObjectStatus
+from detray.core.directory import ObjectStatus, fetch_waiter_id, parse_fetch_waiter
 from detray.core.ids import ObjectID, creating_task, is_put
 from detray.core.router import Router
+from detray.core.scheduler import TaskState as AttemptState
 from detray.core.tasks import ACTIVE_STATES, TaskState
 
 
@@ -43,6 +48,7 @@ def check_all(router: Router) -> None:
     _check_pinned_are_referenced(router)
     _check_waiting_arguments(router)
     _check_actors_on_live_nodes(router)
+    _check_fetched_arguments(router)
 
 
 def _check_nodes_agree(router: Router) -> None:
@@ -104,3 +110,35 @@ def _check_actors_on_live_nodes(router: Router) -> None:
         if router.actors.state(actor) is ActorState.ALIVE:
             node = router.actors.node_of(actor)
             assert node in router.schedulers, f"actor {actor} is ALIVE on dead node {node}"
+
+
+def _check_fetched_arguments(router: Router) -> None:
+    directory = router.directory
+    fetches: set[str] = set()
+    for node, scheduler in router.schedulers.items():
+        for task, attempt, state in scheduler.attempts():
+            if state is AttemptState.INFEASIBLE:
+                continue
+            spec_args = scheduler.arguments_of(task, attempt)
+            if not spec_args:
+                continue
+            waiter = fetch_waiter_id(task, attempt, node)
+            fetches.add(waiter)
+            held = directory.held_arguments(waiter)
+            if state is AttemptState.FETCHING:
+                assert directory.is_waiting(waiter), (
+                    f"{task}#{attempt} fetches its arguments on {node}, but the directory "
+                    f"does not wait for them (held: {held})"
+                )
+                continue
+            assert held is not None, f"{task}#{attempt} is {state.name} on {node} and holds no arguments"
+            if state is AttemptState.RUNNING:
+                continue  # a fault may take a copy from under a running attempt
+            missing = [arg for arg in spec_args if arg not in held]
+            assert not missing, f"{task}#{attempt} is {state.name} on {node} without its arguments {missing}"
+    for waiter in (*directory.fetch_waiters(), *directory.held_fetches()):
+        parsed = parse_fetch_waiter(waiter)
+        assert parsed is not None, waiter
+        assert waiter in fetches, (
+            f"the directory fetches or holds for {waiter}, which is no attempt on {parsed[2]}"
+        )

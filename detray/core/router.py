@@ -296,6 +296,16 @@ def _fetch(c: C.Command, now: float) -> E.Event:
     return D.fetch_request(c, now)
 
 
+def _release(c: C.Command, now: float) -> E.Event:
+    assert isinstance(c, C.ReleaseArguments)
+    return D.argument_release(c, now)
+
+
+def _missing(c: C.Command, now: float) -> E.Event:
+    assert isinstance(c, C.ReportArgumentsMissing)
+    return D.arguments_missing(c, now)
+
+
 def _exists(c: C.Command, now: float) -> E.Event:
     assert isinstance(c, C.RequestObjects)
     return D.existence_request(c, now)
@@ -367,6 +377,7 @@ _DELIVERY: dict[type[E.Event], _Deliver] = {
     E.TaskSubmitted: Router._to_tasks,
     E.TaskArrived: Router._to_arrival,
     E.ArgumentsFetched: Router._to_node_scheduler,
+    E.ArgumentsMissing: Router._to_node_scheduler,
     E.TaskStarted: Router._to_task_outcome,
     E.TaskFinished: Router._to_task_outcome,
     E.TaskFailed: Router._to_task_outcome,
@@ -400,6 +411,8 @@ _CONVERSION: dict[type[C.Command], _Convert] = {
     C.ScheduleTask: Router._schedule,
     C.WithdrawTask: _simple(_withdrawn),
     C.FetchArguments: _simple(_fetch),
+    C.ReleaseArguments: _simple(_release),
+    C.ReportArgumentsMissing: _simple(_missing),
     C.RequestObjects: _simple(_exists),
     C.WakeWaiter: Router._wake,
     C.ReportUnschedulable: _simple(_unschedulable),

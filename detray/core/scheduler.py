@@ -38,12 +38,22 @@ Theory of operation. One entry point, ``handle(event) -> list[Command]``.
 5. When another node reports room (or joins), queued attempts that cannot
    run here now and were never forwarded are asked again (``spill_only``),
    newest first per class, so the local FIFO order holds for the rest.
-6. ``ArgumentsFetched`` with a failure: the attempt can never run here;
+6. Arguments stay local from the fetch until the attempt leaves: the
+   directory holds the copies an answered fetch made local (never evicting or
+   spilling them), and every attempt that sent ``FetchArguments`` sends
+   ``ReleaseArguments`` when it leaves this node (finished, failed,
+   withdrawn, forwarded, lost with its worker; a node death drops
+   everything anyway). If a held copy goes all the same (a fault),
+   ``ArgumentsMissing`` puts a QUEUED or WAITING_FOR_WORKER attempt back to
+   FETCHING (its resources released) and fetches again; a RUNNING attempt
+   has read its arguments and ignores it.
+7. ``ArgumentsFetched`` with a failure: the attempt can never run here;
    the scheduler drops it and emits ``ReportUnschedulable`` carrying the
    argument's failure (its kind unchanged, e.g. ``OBJECT_LOST``), so the
    task manager fails the attempt even if nothing else tells it. If the
-   directory path told it first, that report is a stale event there.
-7. Late and duplicate events (old attempts, other workers, dead
+   directory path told it first, that report is a stale event there. The
+   directory forgot that fetch with its answer: no ``ReleaseArguments``.
+8. Late and duplicate events (old attempts, other workers, dead
    incarnations) are dropped and counted in ``stats``. ``NodeDied`` of this
    node's incarnation ends this scheduler (drivers build a new one for the
    next incarnation); every later event is counted and dropped.
@@ -57,7 +67,7 @@ from __future__ import annotations
 
 import bisect
 import enum
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -65,7 +75,7 @@ from typing import Any
 from detray.core import commands as C
 from detray.core import events as E
 from detray.core.errors import InvalidTransition
-from detray.core.ids import ActorID, NodeID, TaskID, WorkerID, node_of_worker, worker_id
+from detray.core.ids import ActorID, NodeID, ObjectID, TaskID, WorkerID, node_of_worker, worker_id
 from detray.core.policy import (
     ClusterView,
     DefaultPolicy,
@@ -128,12 +138,14 @@ TRANSITIONS: dict[tuple[TaskState, TaskState], str] = {
     (S.FETCHING, S.WITHDRAWN): "owner withdrew it",
     (S.FETCHING, S.LOST): "this node died",
     (S.QUEUED, S.WAITING_FOR_WORKER): "resources allocated",
+    (S.QUEUED, S.FETCHING): "a held argument copy is gone: fetch again",
     (S.QUEUED, S.FORWARDED): "spilled: another node has room now",
     (S.QUEUED, S.WITHDRAWN): "owner withdrew it",
     (S.QUEUED, S.LOST): "this node died",
     (S.WAITING_FOR_WORKER, S.RUNNING): "worker assigned (StartTask)",
     (S.WAITING_FOR_WORKER, S.WITHDRAWN): "owner withdrew it",
     (S.WAITING_FOR_WORKER, S.LOST): "this node died",
+    (S.WAITING_FOR_WORKER, S.FETCHING): "a held argument copy is gone: fetch again",
     (S.RUNNING, S.FINISHED): "task finished",
     (S.RUNNING, S.FAILED): "task failed",
     (S.RUNNING, S.LOST): "worker or node died",
@@ -195,6 +207,10 @@ class _Attempt:
     allocation: Allocation | None = None
     worker: WorkerID | None = None
     warned: bool = False
+    fetch_sent: bool = False
+    """``FetchArguments`` went out and the directory still waits or holds for it:
+    ``ReleaseArguments`` goes out when the attempt leaves (not after a failed fetch,
+    whose waiter the directory forgot with its answer)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -246,15 +262,17 @@ class Scheduler:
         self._tasks: dict[Key, _Attempt] = {}
         self._attempts: dict[TaskID, list[int]] = {}
         self._infeasible: dict[Key, None] = {}
-        self._queues: dict[_ClassKey, dict[Key, None]] = {}
-        self._waiting_worker: dict[Key, None] = {}
+        # FIFOs whose head is taken over and over: OrderedDicts, because a plain dict's
+        # next(iter()) walks over every entry deleted from its front (quadratic).
+        self._queues: dict[_ClassKey, OrderedDict[Key, None]] = {}
+        self._waiting_worker: OrderedDict[Key, None] = OrderedDict()
         self._running = 0
         self._workers: dict[WorkerID, _Worker] = {}
         self._idle: list[tuple[int, WorkerID]] = []
         self._starting = 0
         self._next_counter = 0
         self._seq = 0
-        self._done: dict[Key, tuple[TaskState, int]] = {}
+        self._done: OrderedDict[Key, tuple[TaskState, int]] = OrderedDict()
         """Attempts that left: their final state here and the hops they arrived with (an
         attempt spilled away may come back with more hops: a new arrival, not a duplicate)."""
         self._done_max = done_attempts_max
@@ -262,6 +280,7 @@ class Scheduler:
         self._handlers: dict[type[E.Event], Callable[[Any, list[C.Command]], None]] = {
             E.TaskArrived: self._on_task_arrived,
             E.ArgumentsFetched: self._on_arguments_fetched,
+            E.ArgumentsMissing: self._on_arguments_missing,
             E.TaskStarted: self._on_task_started,
             E.TaskFinished: self._on_task_finished,
             E.TaskFailed: self._on_task_failed,
@@ -315,6 +334,15 @@ class Scheduler:
         """The live state of an attempt here, or None when it is not (or no longer) here."""
         rec = self._tasks.get((task, attempt))
         return None if rec is None else rec.state
+
+    def attempts(self) -> list[tuple[TaskID, int, TaskState]]:
+        """Every attempt live here: (task, attempt, state), sorted."""
+        return sorted((task, attempt, rec.state) for (task, attempt), rec in self._tasks.items())
+
+    def arguments_of(self, task: TaskID, attempt: int) -> tuple[ObjectID, ...]:
+        """The arguments of an attempt live here (empty when it is not here)."""
+        rec = self._tasks.get((task, attempt))
+        return () if rec is None else rec.spec.args
 
     def worker_of(self, task: TaskID, attempt: int | None = None) -> WorkerID | None:
         """The worker running the attempt (default: the task's latest live attempt)."""
@@ -420,8 +448,9 @@ class Scheduler:
         sid = ev.stimulus_id
         if ev.failure is not None:
             _subtract(self._demand, rec.spec.placement)
+            rec.fetch_sent = False  # the directory forgot the waiter with this answer
             self._set(rec, S.ARGS_FAILED, sid, f"argument failed: {ev.failure.kind.value}")
-            self._retire(rec)
+            self._retire(rec, sid, out)
             out.append(
                 C.ReportUnschedulable(
                     stimulus_id=sid, task=ev.task, attempt=ev.attempt, failure=ev.failure
@@ -430,6 +459,29 @@ class Scheduler:
             return
         self._set(rec, S.QUEUED, sid, "arguments local")
         self._enqueue(rec)
+        self._dispatch(sid, out)
+
+    def _on_arguments_missing(self, ev: E.ArgumentsMissing, out: list[C.Command]) -> None:
+        rec = self._tasks.get((ev.task, ev.attempt))
+        if rec is None or ev.node != self.node or not rec.fetch_sent:
+            self.stats["stale_arguments_missing"] += 1
+            return
+        sid = ev.stimulus_id
+        state = rec.state
+        if state is S.RUNNING:
+            # The worker has read its arguments; the other copies stay held until it ends.
+            self.stats["arguments_missing_while_running"] += 1
+            self._log(ev.task, sid, f"#{ev.attempt}: argument copy gone while running (ignored)")
+            return
+        if state is S.FETCHING:
+            self.stats["arguments_missing_while_fetching"] += 1
+            return
+        # QUEUED or WAITING_FOR_WORKER: it may not start before its arguments are back.
+        self._unqueue(rec)
+        add(self._demand, rec.spec.placement)
+        self._set(rec, S.FETCHING, sid, f"argument copy gone ({', '.join(ev.objects)}): fetching again")
+        self.stats["refetches"] += 1
+        self._fetch(rec, sid, out)
         self._dispatch(sid, out)
 
     def _on_task_started(self, ev: E.TaskStarted, out: list[C.Command]) -> None:
@@ -488,7 +540,7 @@ class Scheduler:
                 out.append(C.KillWorker(stimulus_id=sid, worker=wid, node=self.node))
             else:
                 self._make_idle(worker, sid)
-        self._retire(rec)
+        self._retire(rec, sid, out)
         self._dispatch(sid, out)
 
     def _on_task_withdrawn(self, ev: E.TaskWithdrawn, out: list[C.Command]) -> None:
@@ -504,7 +556,7 @@ class Scheduler:
             return
         self._unqueue(rec)
         self._set(rec, S.WITHDRAWN, sid, "withdrawn")
-        self._retire(rec)
+        self._retire(rec, sid, out)
         self._dispatch(sid, out)
 
     # -- workers ------------------------------------------------------------------------
@@ -541,7 +593,7 @@ class Scheduler:
             rec.worker = None
             self._running -= 1
             self._set(rec, S.LOST, sid, f"worker {worker.worker} died")
-            self._retire(rec)
+            self._retire(rec, sid, out)
         elif state is W.ACTOR:
             assert worker.actor_allocation is not None
             self._ledger.release(worker.actor_allocation)
@@ -694,15 +746,7 @@ class Scheduler:
             add(self._demand, spec.placement)
             if spec.args:
                 self._set(rec, S.FETCHING, sid, "placed here; fetching arguments")
-                out.append(
-                    C.FetchArguments(
-                        stimulus_id=sid,
-                        task=spec.task_id,
-                        attempt=rec.attempt,
-                        node=self.node,
-                        objects=spec.args,
-                    )
-                )
+                self._fetch(rec, sid, out)
             else:
                 self._set(rec, S.QUEUED, sid, "placed here")
                 self._enqueue(rec)
@@ -729,7 +773,7 @@ class Scheduler:
         elif kind is PlacementKind.UNSCHEDULABLE:
             assert decision.failure is not None, decision
             self._set(rec, S.UNSCHEDULABLE, sid, f"unschedulable: {decision.failure.message}")
-            self._retire(rec)
+            self._retire(rec, sid, out)
             out.append(
                 C.ReportUnschedulable(
                     stimulus_id=sid, task=spec.task_id, attempt=rec.attempt, failure=decision.failure
@@ -738,6 +782,15 @@ class Scheduler:
         else:
             raise AssertionError(f"policy answered {decision} to a placement that is not spill-only")
 
+    def _fetch(self, rec: _Attempt, sid: str, out: list[C.Command]) -> None:
+        rec.fetch_sent = True
+        spec = rec.spec
+        out.append(
+            C.FetchArguments(
+                stimulus_id=sid, task=spec.task_id, attempt=rec.attempt, node=self.node, objects=spec.args
+            )
+        )
+
     def _forward(
         self, rec: _Attempt, to_node: NodeID | None, reason: str, sid: str, out: list[C.Command]
     ) -> None:
@@ -745,7 +798,7 @@ class Scheduler:
         spec = rec.spec
         self._view.reserve(to_node, spec.placement)
         self._set(rec, S.FORWARDED, sid, f"forwarded to {to_node} ({reason})")
-        self._retire(rec)
+        self._retire(rec, sid, out)
         self.stats["forwarded"] += 1
         out.append(
             C.ForwardTask(
@@ -774,17 +827,20 @@ class Scheduler:
         """
         for cls in list(self._queues):
             queue = self._queues[cls]
-            for key in list(reversed(queue)):
+            moved: list[Key] = []
+            for key in reversed(queue):  # lazily: most often the newest attempt stays
                 rec = self._tasks[key]
                 decision = self.policy.place(
                     PlacementRequest(rec.spec, rec.hops, rec.arg_bytes, True), self._view
                 )
                 if decision.kind is not PlacementKind.FORWARD or decision.node == self.node:
                     break
-                del queue[key]
+                moved.append(key)
                 _subtract(self._demand, rec.spec.placement)
                 self.stats["spilled"] += 1
                 self._forward(rec, decision.node, f"spill: {decision.reason}", sid, out)
+            for key in moved:
+                del queue[key]
             if not queue:
                 del self._queues[cls]
 
@@ -793,7 +849,7 @@ class Scheduler:
     def _enqueue(self, rec: _Attempt) -> None:
         queue = self._queues.get(rec.cls)
         if queue is None:
-            queue = self._queues[rec.cls] = {}
+            queue = self._queues[rec.cls] = OrderedDict()
         queue[(rec.spec.task_id, rec.attempt)] = None
 
     def _unqueue(self, rec: _Attempt) -> None:
@@ -893,10 +949,13 @@ class Scheduler:
         worker = self._workers.get(wid)
         return worker is not None and worker.state is W.ACTOR
 
-    def _retire(self, rec: _Attempt) -> None:
-        """Forget an attempt that reached a terminal state here."""
+    def _retire(self, rec: _Attempt, sid: str, out: list[C.Command]) -> None:
+        """Forget an attempt that reached a terminal state here; let its fetch go."""
         task = rec.spec.task_id
         key = (task, rec.attempt)
+        if rec.fetch_sent:
+            rec.fetch_sent = False
+            out.append(C.ReleaseArguments(stimulus_id=sid, task=task, attempt=rec.attempt, node=self.node))
         del self._tasks[key]
         live = self._attempts[task]
         live.remove(rec.attempt)
@@ -905,7 +964,7 @@ class Scheduler:
         done = self._done
         done[key] = (rec.state, rec.hops)
         if len(done) > self._done_max:
-            del done[next(iter(done))]
+            done.popitem(last=False)
 
     def _set(self, rec: _Attempt, new: TaskState, sid: str, text: str) -> None:
         if (rec.state._value_, new._value_) not in _LEGAL:
@@ -1014,6 +1073,12 @@ class Scheduler:
                 )
             else:
                 assert rec.worker is None, f"{key} in {state} has worker {rec.worker}"
+            if state is S.INFEASIBLE:
+                assert not rec.fetch_sent, f"{key}: infeasible yet fetching"
+            else:
+                assert rec.fetch_sent == bool(rec.spec.args), (
+                    f"{key} in {state}: fetch sent {rec.fetch_sent} for {len(rec.spec.args)} args"
+                )
         assert by_state[S.RUNNING] == self._running, f"running {by_state[S.RUNNING]} != {self._running}"
         assert len(self._infeasible) == by_state[S.INFEASIBLE], "infeasible index size"
         assert len(self._waiting_worker) == by_state[S.WAITING_FOR_WORKER], "waiting index size"

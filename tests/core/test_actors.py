@@ -599,3 +599,17 @@ def test_same_events_give_same_commands() -> None:
 
     assert run() == run()
 
+
+
+def test_a_creation_forwarded_to_a_node_that_died_meanwhile_is_placed_again() -> None:
+    # Regression (found by the simulator): the late arrival at the dead node was dropped
+    # as stale, and the actor stayed RESTARTING forever with its creation nowhere.
+    story = Story(N0, N1)
+    spec, out = story.create(max_restarts=1)
+    first = [c for c in out if isinstance(c, C.ScheduleTask)][0]
+    assert first.node == N0
+    story.feed(E.NodeDied, node=N1, incarnation=1)
+    out = story.feed(E.TaskArrived, spec=spec.creation, attempt=1, node=N1, hops=1)
+    again = [c for c in out if isinstance(c, C.ScheduleTask)]
+    assert [(c.node, c.attempt) for c in again] == [(N0, 2)]
+    assert story.am.state(spec.actor_id) is ActorState.RESTARTING

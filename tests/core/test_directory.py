@@ -12,6 +12,8 @@ from detray.core.commands import (
     DeleteCopy,
     FetchArguments,
     PullObject,
+    ReleaseArguments,
+    ReportArgumentsMissing,
     ReportLost,
     RequestObjects,
     RestoreObject,
@@ -307,6 +309,108 @@ def test_fetched_arguments_stay_pinned_until_the_last_one_arrives(s: Story) -> N
     out = s.copy_to(B, N0)  # 50 + 40 + 50 > 100: C (unheld) is evicted, A is kept
     assert [c.obj for c in of(out, DeleteCopy)] == [C]  # type: ignore[attr-defined]
     assert wake(out).ready == (A, B)
+
+
+# --- an attempt's argument fetch holds its copies until the attempt leaves ---------------------
+
+T9 = TaskID("t9")
+FETCH_T9 = D.fetch_waiter_id(T9, 1, N0)
+
+
+def release_t9(s: Story) -> list[Command]:
+    command = ReleaseArguments(stimulus_id="release", task=T9, attempt=1, node=N0)
+    event = D.argument_release(command, now=float(s.step))
+    assert event.waiter == FETCH_T9
+    return s.send(WaiterCancelled, waiter=event.waiter)
+
+
+def test_answered_argument_fetch_keeps_its_copies_until_the_attempt_leaves(s: Story) -> None:
+    s.put(A, N1, 50)
+    s.get(FETCH_T9, N0, [A])
+    assert wake(s.copy_to(A, N0)).ready == (A,)
+    assert s.d.held_arguments(FETCH_T9) == (A,)  # the attempt now waits for a worker
+    s.put(B, N0, 40)
+    out = s.put(C, N0, 30)  # 50 + 40 + 30 > 100: the held A stays, the primary B spills
+    assert of(out, DeleteCopy) == []
+    assert [c.obj for c in of(out, SpillObject)] == [B]  # type: ignore[attr-defined]
+    assert s.d.copy_state(A, N0) is CopyState.IN_MEMORY
+    assert release_t9(s) == []
+    assert s.d.held_arguments(FETCH_T9) is None and s.d.stats["fetch_holds_released"] == 1
+    s.put(ObjectID("t.r4"), N0, 60)  # released: A is an ordinary secondary again
+    assert s.d.locations(A) == (N1,)
+
+
+def test_argument_fetch_satisfied_at_once_holds_too(s: Story) -> None:
+    s.put(A, N0, 60)
+    assert wake(s.get(FETCH_T9, N0, [A])).ready == (A,)
+    assert s.d.held_arguments(FETCH_T9) == (A,)
+    s.put(B, N0, 60)  # spilling the held primary is not allowed: the newcomer spills
+    assert s.d.copy_state(A, N0) is CopyState.IN_MEMORY
+    assert s.d.copy_state(B, N0) is CopyState.SPILLED
+
+
+def test_a_get_keeps_no_holds_after_its_wake(s: Story) -> None:
+    s.put(A, N1, 50)
+    s.get("get:1", N0, [A])
+    s.copy_to(A, N0)
+    assert s.d.held_fetches() == ()
+    s.put(B, N0, 60)
+    assert s.d.locations(A) == (N1,)  # evicted: nobody holds it
+
+
+def test_a_failed_argument_fetch_keeps_nothing(s: Story) -> None:
+    s.put(A, N1, 50)
+    s.send(ObjectFailed, obj=B, failure=failure(ErrorKind.OBJECT_LOST, "gone"))
+    s.get(FETCH_T9, N0, [A, B])
+    assert wake(s.copy_to(A, N0)).failed[0][0] == B
+    assert s.d.held_fetches() == ()
+    assert release_t9(s) == [] and s.d.stats["unknown_waiter_cancelled"] == 1
+
+
+def test_releasing_a_fetch_still_waiting_cancels_it(s: Story) -> None:
+    s.put(A, N1, 50)
+    s.get(FETCH_T9, N0, [A])
+    release_t9(s)  # withdrawn while fetching
+    assert not s.d.is_waiting(FETCH_T9)
+    assert of(s.copy_to(A, N0), WakeWaiter) == []
+
+
+def test_a_fault_taking_a_held_copy_reports_the_argument_missing(s: Story) -> None:
+    s.put(A, N1, 20)
+    s.put(B, N1, 20)
+    s.get(FETCH_T9, N0, [A, B])
+    s.copy_to(A, N0)
+    s.copy_to(B, N0)
+    out = s.send(CopiesEvicted, node=N0, objects=(A,))
+    missing = of(out, ReportArgumentsMissing)
+    assert missing == [ReportArgumentsMissing(stimulus_id=f"s{s.step}", task=T9, attempt=1, node=N0, objects=(A,))]
+    assert s.d.held_arguments(FETCH_T9) == (B,)
+    event = D.arguments_missing(missing[0], now=0.0)  # type: ignore[arg-type]
+    assert (event.task, event.attempt, event.node, event.objects) == (T9, 1, N0, (A,))
+    # The scheduler fetches again: the new waiter takes over the holds.
+    out = s.get(FETCH_T9, N0, [A, B])
+    assert [c.obj for c in of(out, PullObject)] == [A]  # type: ignore[attr-defined]
+    assert s.d.held_arguments(FETCH_T9) is None and s.d.stats["refetches"] == 1
+    assert wake(s.copy_to(A, N0)).ready == (A, B)
+    assert s.d.held_arguments(FETCH_T9) == (A, B)
+
+
+def test_owner_death_of_a_held_argument_reports_it_missing(s: Story) -> None:
+    s.put(A, N1, 20)
+    s.get(FETCH_T9, N0, [A])
+    s.copy_to(A, N0)
+    out = s.send(ObjectFailed, obj=A, failure=failure(ErrorKind.OWNER_DIED, "owner died"))
+    assert [c.objects for c in of(out, ReportArgumentsMissing)] == [(A,)]  # type: ignore[attr-defined]
+    assert s.d.held_arguments(FETCH_T9) == ()
+
+
+def test_node_death_drops_the_holds_there_silently(s: Story) -> None:
+    s.put(A, N1, 20)
+    s.get(FETCH_T9, N0, [A])
+    s.copy_to(A, N0)
+    out = s.send(NodeDied, node=N0, incarnation=1)
+    assert of(out, ReportArgumentsMissing) == []
+    assert s.d.held_fetches() == () and s.d.stats["held_fetches_dropped_node_died"] == 1
 
 
 def test_a_copy_that_cannot_fit_is_not_kept_and_the_fetch_fails_with_store_full(s: Story) -> None:

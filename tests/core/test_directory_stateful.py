@@ -6,7 +6,9 @@ later or fail, copies vanish by faults, nodes die and come back empty. After
 every step an outside checker compares three views: the directory's own
 indexes (``check_invariants``), the driver's stores (what is physically
 where), and a tiny model of which objects should be available, failed, lost
-or freed. At the end, the same events replayed into a fresh directory must
+or freed. Argument fetches (waiters named like the scheduler's) keep their
+copies held from their wake until released: never evicted nor spilled, and
+a copy a fault takes from under them is reported missing. At the end, the same events replayed into a fresh directory must
 give the same commands.
 
 Run longer: ``DETRAY_LONG_EXAMPLES=2000 pytest tests/core/test_directory_stateful.py``.
@@ -25,13 +27,14 @@ from detray.core.commands import (
     Command,
     DeleteCopy,
     PullObject,
+    ReportArgumentsMissing,
     ReportLost,
     RestoreObject,
     SetTimer,
     SpillObject,
     WakeWaiter,
 )
-from detray.core.directory import CopyState, ObjectDirectory, ObjectStatus
+from detray.core.directory import CopyState, ObjectDirectory, ObjectStatus, fetch_waiter_id, parse_fetch_waiter
 from detray.core.errors import ErrorKind, failure
 from detray.core.events import (
     CopiesEvicted,
@@ -80,6 +83,11 @@ class Request:
     stale: bool
     wakes: int = 0
     cancelled: bool = False
+    holds: bool = False
+    """An argument fetch woken with every argument local: it holds them until released."""
+    released: bool = False
+    missing: set[ObjectID] = field(default_factory=set)
+    """Held arguments reported missing (a fault took the copy)."""
 
 
 @dataclass
@@ -113,12 +121,16 @@ class DirectoryMachine(RuleBasedStateMachine):
         self.requests: dict[str, Request] = {}
         self.model = Model()
         self.lost_reports_this_step: list[ObjectID] = []
+        self.held_before: set[tuple[ObjectID, NodeID]] = set()
 
     # -- feeding events and carrying out commands ---------------------------------------
 
     def send(self, event_type: type[Event], **fields: object) -> list[Command]:
         self.step += 1
         event = event_type(now=float(self.step), stimulus_id=f"s{self.step}", **fields)
+        self.held_before = {
+            (obj, self.requests[w].node) for w in self.d.held_fetches() for obj in self.d.held_arguments(w) or ()
+        }
         out = self.d.handle(event)
         self.events.append(event)
         self.outputs.append(out)
@@ -140,6 +152,8 @@ class DirectoryMachine(RuleBasedStateMachine):
         elif isinstance(command, SetTimer):
             self.timers.append(command.timer)
         elif isinstance(command, DeleteCopy):
+            if command.reason.startswith("evicted"):
+                assert (command.obj, command.node) not in self.held_before, f"held copy evicted: {command}"
             self.mem[command.node].pop(command.obj, None)
             self.disk[command.node].pop(command.obj, None)
             if command.reason == "object store full":
@@ -147,6 +161,7 @@ class DirectoryMachine(RuleBasedStateMachine):
         elif isinstance(command, SpillObject):
             assert command.obj in self.mem[command.node], f"spill of what is not in memory: {command}"
             assert self.spill[command.node], f"spill on a node without spilling: {command}"
+            assert (command.obj, command.node) not in self.held_before, f"held copy spilled: {command}"
             del self.mem[command.node][command.obj]
             self.generation += 1
             self.disk[command.node][command.obj] = self.generation
@@ -157,6 +172,14 @@ class DirectoryMachine(RuleBasedStateMachine):
             assert obj not in self.model.reported_since_loss, f"{obj} reported lost twice"
             self.model.reported_since_loss.add(obj)
             self.lost_reports_this_step.append(obj)
+        elif isinstance(command, ReportArgumentsMissing):
+            waiter = fetch_waiter_id(command.task, command.attempt, command.node)
+            request = self.requests[waiter]
+            assert request.holds and not request.released, f"missing reported for {waiter}, which holds nothing"
+            for obj in command.objects:
+                assert (obj, command.node) in self.held_before, f"{obj} reported missing, was not held"
+                assert obj not in self.mem[command.node], f"{obj} reported missing, still in memory"
+                request.missing.add(obj)
         else:
             raise AssertionError(f"unexpected command {command}")
 
@@ -180,6 +203,7 @@ class DirectoryMachine(RuleBasedStateMachine):
         assert not set(wake.ready) & set(failed)
         assert set(wake.ready) | set(failed) <= set(request.objects)
         assert len(wake.ready) + len(failed) >= request.required
+        request.holds = request.fetch and not failed and parse_fetch_waiter(wake.waiter) is not None
         for obj in wake.ready:
             if request.fetch:
                 assert obj in self.mem[request.node], f"{wake.waiter}: {obj} not local"
@@ -188,9 +212,11 @@ class DirectoryMachine(RuleBasedStateMachine):
         for obj, why in failed.items():
             if obj in self.model.freed:
                 assert why.kind is ErrorKind.OBJECT_LOST and why.detail("reason") == "freed"
-            elif obj in self.model.failed:
-                assert why == self.d.failure(obj)
+            elif obj in self.model.failed and why == self.d.failure(obj):
+                pass
             else:
+                # A fetch can fail for one object on one node (it can never be local
+                # there) before, or without, the object failing: a waiter's failures are final.
                 assert request.fetch and why.kind is ErrorKind.OBJECT_STORE_FULL, (obj, why)
 
     def holders(self, obj: ObjectID) -> list[NodeID]:
@@ -238,8 +264,13 @@ class DirectoryMachine(RuleBasedStateMachine):
 
     @rule(chosen=st.lists(objects, min_size=0, max_size=3), node=nodes,
           required=st.integers(min_value=0, max_value=4), fetch=st.booleans())
-    def request(self, chosen: list[ObjectID], node: NodeID, required: int, fetch: bool) -> None:
-        waiter = f"{'fetch' if fetch else 'task'}:{self.step}"
+    def request(
+        self, chosen: list[ObjectID], node: NodeID, required: int, fetch: bool, arguments: bool = False
+    ) -> None:
+        if arguments:  # named as the scheduler names an attempt's argument fetch
+            waiter = fetch_waiter_id(TaskID(f"a{self.step}"), 1, node)
+        else:
+            waiter = f"{'get' if fetch else 'task'}:{self.step}"
         distinct = tuple(dict.fromkeys(chosen))
         self.requests[waiter] = Request(
             waiter=waiter,
@@ -254,15 +285,46 @@ class DirectoryMachine(RuleBasedStateMachine):
                   num_required=required, fetch=fetch)
 
     @precondition(lambda self: any(self.mem[n] or self.disk[n] for n in NODES))
-    @rule(picks_=st.lists(picks, min_size=1, max_size=3), node=nodes, spilled_first=st.booleans())
-    def fetch_what_exists(self, picks_: list[int], node: NodeID, spilled_first: bool) -> None:
+    @rule(picks_=st.lists(picks, min_size=1, max_size=3), node=nodes, spilled_first=st.booleans(),
+          arguments=st.booleans())
+    def fetch_what_exists(self, picks_: list[int], node: NodeID, spilled_first: bool, arguments: bool) -> None:
         """Fetch objects that have a copy (spilled ones if any), all of them required:
-        drives pulls, restores, and held copies while the last argument arrives."""
+        drives pulls, restores, and held copies while the last argument arrives (and,
+        for an attempt's argument fetch, until it is released)."""
         on_disk = sorted({o for n in NODES for o in self.disk[n]})
         anywhere = sorted({o for n in NODES for o in (*self.mem[n], *self.disk[n])})
         pool = on_disk if spilled_first and on_disk else anywhere
         chosen = [pool[p % len(pool)] for p in picks_]
-        self.request(chosen, node, len(chosen), True)
+        self.request(chosen, node, len(chosen), True, arguments)
+
+    @precondition(lambda self: any(r.holds and not r.released and r.missing for r in self.requests.values()))
+    @rule(pick=picks)
+    def attempt_fetches_again(self, pick: int) -> None:
+        """The scheduler's answer to a missing argument: the same fetch once more,
+        which takes over the old holds."""
+        missing = sorted(w for w, r in self.requests.items() if r.holds and not r.released and r.missing)
+        old = self.requests[missing[pick % len(missing)]]
+        self.requests[old.waiter] = Request(
+            waiter=old.waiter,
+            node=old.node,
+            objects=old.objects,
+            required=len(old.objects),
+            fetch=True,
+            node_epoch=self.epoch[old.node],
+            stale=not self.alive[old.node],
+        )
+        self.send(ObjectsRequested, waiter=old.waiter, node=old.node, objects=old.objects,
+                  num_required=len(old.objects), fetch=True)
+
+    @precondition(lambda self: any(r.holds and not r.released for r in self.requests.values()))
+    @rule(pick=picks)
+    def attempt_leaves(self, pick: int) -> None:
+        """The scheduler's ReleaseArguments (delivered as WaiterCancelled): the holds go."""
+        holding = sorted(w for w, r in self.requests.items() if r.holds and not r.released)
+        request = self.requests[holding[pick % len(holding)]]
+        request.released = True
+        self.send(WaiterCancelled, waiter=request.waiter)
+        assert self.d.held_arguments(request.waiter) is None
 
     @precondition(lambda self: self.pulls)
     @rule(pick=picks, succeed=st.booleans())
@@ -305,10 +367,16 @@ class DirectoryMachine(RuleBasedStateMachine):
         else:
             self.send(TimerFired, timer=f"someone-else:{obj}")
 
-    @rule(node=nodes, pick=picks, extra=st.lists(objects, max_size=1))
-    def copies_vanish(self, node: NodeID, pick: int, extra: list[ObjectID]) -> None:
-        """A fault drops one copy the node holds (and maybe names one it does not)."""
+    @rule(node=nodes, pick=picks, extra=st.lists(objects, max_size=1), held_first=st.booleans())
+    def copies_vanish(self, node: NodeID, pick: int, extra: list[ObjectID], held_first: bool) -> None:
+        """A fault drops one copy the node holds (and maybe names one it does not);
+        perhaps one an argument fetch holds."""
         held = sorted({*self.mem[node], *self.disk[node]})
+        if held_first:
+            pinned = sorted(
+                {o for w in self.d.held_fetches() if self.requests[w].node == node for o in self.d.held_arguments(w) or ()}
+            )
+            held = pinned or held
         chosen = ([held[pick % len(held)]] if held else []) + extra
         if not chosen:
             return
@@ -350,6 +418,8 @@ class DirectoryMachine(RuleBasedStateMachine):
             request = self.requests[waiters[pick % len(waiters)]]
             if request.wakes == 0 and self.d.is_waiting(request.waiter):
                 request.cancelled = True
+            if request.holds:
+                request.released = True  # for an answered argument fetch: its release
             self.send(WaiterCancelled, waiter=request.waiter)
 
     # -- invariants -----------------------------------------------------------------------------
@@ -371,6 +441,19 @@ class DirectoryMachine(RuleBasedStateMachine):
             assert set(self.disk[node]) == on_disk, (node, sorted(self.disk[node]), sorted(on_disk))
             used = sum(SIZES[o] for o in self.mem[node])
             assert used == self.d.used_bytes(node) <= self.capacity[node], (node, used)
+
+    @invariant()
+    def argument_fetches_hold_their_copies_until_released(self) -> None:
+        for request in self.requests.values():
+            held = self.d.held_arguments(request.waiter)
+            alive_since = self.alive[request.node] and self.epoch[request.node] == request.node_epoch
+            if not request.holds or request.released or not alive_since:
+                assert held is None, f"{request.waiter} holds {held}"
+                continue
+            expected = set(request.objects) - request.missing
+            assert held is not None and set(held) == expected, (request.waiter, held, expected)
+            for obj in held:
+                assert obj in self.mem[request.node], f"{request.waiter}: held {obj} not in memory"
 
     @invariant()
     def every_available_object_has_one_pinned_primary(self) -> None:

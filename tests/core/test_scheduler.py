@@ -628,6 +628,86 @@ def test_a_failed_argument_drops_the_attempt_and_reports_its_failure() -> None:
     assert node.scheduler.stats["stale_arguments_fetched"] == 1
 
 
+def releases(commands: Sequence[C.Command]) -> list[tuple[str, int, NodeID]]:
+    return [(c.task, c.attempt, c.node) for c in of(commands, C.ReleaseArguments)]
+
+
+def test_a_fetched_attempt_releases_its_arguments_only_when_it_finishes() -> None:
+    node = Node(resources={CPU: 1})
+    arg = put_object_id(DRIVER, 1)
+    blocker, s = spec(1), spec(2, args=(arg,))
+    blocker_worker, _ = node.run(blocker)
+    node.arrive(s)
+    assert releases(node.fetched(s)) == []  # queued behind the blocker: arguments stay held
+    out = node.finish(blocker, blocker_worker)
+    assert one(out, C.StartTask).spec == s and releases(out) == []
+    assert releases(node.finish(s, blocker_worker)) == [(s.task_id, 1, N0)]
+
+
+@pytest.mark.parametrize("way_out", ["withdrawn while fetching", "withdrawn while queued", "spilled", "worker died", "failed"])
+def test_every_way_an_attempt_leaves_releases_its_arguments_once(way_out: str) -> None:
+    node = Node(resources={CPU: 1}, others={N1: {CPU: 2}})
+    node.send(E.NodeResourcesReported, node=N1, incarnation=0, available=units_of({CPU: 0}))
+    arg = put_object_id(DRIVER, 1)
+    blocker, s = spec(1), spec(2, args=(arg,))
+    blocker_worker, _ = node.run(blocker)
+    node.arrive(s)
+    if way_out == "withdrawn while fetching":
+        out = node.send(E.TaskWithdrawn, task=s.task_id, attempt=1, node=N0)
+    else:
+        node.fetched(s)
+        if way_out == "withdrawn while queued":
+            out = node.send(E.TaskWithdrawn, task=s.task_id, attempt=1, node=N0)
+        elif way_out == "spilled":
+            out = node.send(E.NodeResourcesReported, node=N1, incarnation=0, available=units_of({CPU: 2}))
+            assert one(out, C.ForwardTask).spec == s
+        else:
+            worker = one(node.finish(blocker, blocker_worker), C.StartTask).worker
+            if way_out == "worker died":
+                out = node.send(E.WorkerDied, worker=worker, node=N0)
+            else:
+                out = node.fail(s, worker)
+    assert releases(out) == [(s.task_id, 1, N0)]
+    assert node.scheduler.state_of(s.task_id, 1) is None
+    assert releases(node.commands) == [(s.task_id, 1, N0)]
+
+
+def test_a_failed_fetch_releases_nothing_the_directory_already_forgot_it() -> None:
+    node = Node()
+    s = spec(1, args=(put_object_id(DRIVER, 1),))
+    node.arrive(s)
+    out = node.fetched(s, failure=failure(ErrorKind.OBJECT_LOST, "gone"))
+    assert releases(out) == [] and of(out, C.ReportUnschedulable)
+
+
+def test_a_missing_argument_sends_an_attempt_waiting_for_a_worker_back_to_fetching() -> None:
+    node = Node(resources={CPU: 1})
+    arg = put_object_id(DRIVER, 1)
+    s = spec(1, args=(arg,))
+    node.arrive(s)
+    worker = one(node.fetched(s), C.StartWorker).worker  # resources taken, a worker starting
+    assert node.scheduler.state_of(s.task_id, 1) is TaskState.WAITING_FOR_WORKER
+    out = node.send(E.ArgumentsMissing, task=s.task_id, attempt=1, node=N0, objects=(arg,))
+    fetch = one(out, C.FetchArguments)
+    assert (fetch.task, fetch.attempt, fetch.objects) == (s.task_id, 1, (arg,))
+    assert node.scheduler.state_of(s.task_id, 1) is TaskState.FETCHING
+    assert node.scheduler.available()[CPU] == cpus(1)  # it gave its resources back
+    assert of(node.started(worker), C.StartTask) == []  # and may not start without its argument
+    assert one(node.fetched(s), C.StartTask).worker == worker
+
+
+def test_a_missing_argument_of_a_running_attempt_is_ignored_it_has_read_them() -> None:
+    node = Node()
+    arg = put_object_id(DRIVER, 1)
+    s = spec(1, args=(arg,))
+    worker, _ = node.run(s)
+    assert node.send(E.ArgumentsMissing, task=s.task_id, attempt=1, node=N0, objects=(arg,)) == []
+    assert node.scheduler.stats["arguments_missing_while_running"] == 1
+    assert releases(node.finish(s, worker)) == [(s.task_id, 1, N0)]
+    assert node.send(E.ArgumentsMissing, task=s.task_id, attempt=1, node=N0, objects=(arg,)) == []
+    assert node.scheduler.stats["stale_arguments_missing"] == 1
+
+
 def test_a_worker_death_frees_what_it_held_and_forgets_its_attempt() -> None:
     node = Node(resources={CPU: 2, GPU: 1})
     s = spec(1, cpus=2, gpus=1)
@@ -872,3 +952,34 @@ def test_check_invariants_notices_a_corrupted_index(corrupt: Any) -> None:
     corrupt(node.scheduler)
     with pytest.raises(AssertionError):
         node.scheduler.check_invariants()
+
+
+def test_draining_a_long_queue_costs_the_same_per_task_at_its_end() -> None:
+    # Regression (found by the simulator's benchmark): queues were plain dicts whose head
+    # was taken with next(iter()), which walks every entry deleted from the front, so
+    # draining 100,000 queued tasks was quadratic.
+    import time
+
+    def drain_costs(count: int, window: int) -> tuple[float, float]:
+        node = Node(resources={CPU: 1})
+        specs = [spec(i) for i in range(count)]
+        out: list[C.Command] = []
+        for s in specs:
+            out += node.scheduler.handle(E.TaskArrived(now=0.0, stimulus_id="a", spec=s, attempt=1, node=N0))
+        worker = one(out, C.StartWorker).worker
+        out = node.scheduler.handle(E.WorkerStarted(now=0.0, stimulus_id="w", worker=worker, node=N0))
+        marks = []
+        for index in range(count - 1):
+            if index in (0, window, count - 1 - window, count - 2):
+                marks.append(time.perf_counter())
+            start = one(out, C.StartTask)
+            out = node.scheduler.handle(
+                E.TaskFinished(now=0.0, stimulus_id="f", task=start.spec.task_id, attempt=1, node=N0, worker=worker)
+            )
+        return marks[1] - marks[0], marks[3] - marks[2]
+
+    ratios = []
+    for _ in range(2):
+        first, last = drain_costs(12_000, 1_500)
+        ratios.append(last / first)
+    assert min(ratios) < 1.5, ratios

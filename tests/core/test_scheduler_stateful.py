@@ -10,6 +10,10 @@ the events it sends; after every step it checks:
 - no attempt is lost: every attempt that arrived is pending here, running on
   the worker the model saw it start on, or was forwarded, finished, failed,
   withdrawn, lost with its worker, or reported unschedulable;
+- arguments stay fetched while the attempt is here: every attempt that asked
+  for its arguments releases them exactly once, when it leaves (not after a
+  failed fetch), and one whose held copy went missing before it started
+  fetches again and does not start until they are back;
 - workers are where the model put them; starting workers never outnumber the
   attempts waiting for one when new ones are started;
 - decisions are sound: a forward goes to a live node that fits, an attempt
@@ -86,6 +90,7 @@ class Attempt:
     status: str = "pending"
     fetch_asked: bool = False
     fetch_answered: bool = False
+    releases: int = 0
     worker: WorkerID | None = None
     held: Units = field(default_factory=dict)
     gpus: dict[int, int] = field(default_factory=dict)
@@ -138,8 +143,14 @@ class SchedulerMachine(RuleBasedStateMachine):
             assert command.stimulus_id == sid, command
         return out
 
-    def absorb(self, out: list[C.Command], view_before: dict[NodeID, tuple[int, Units]]) -> None:
-        """Update the model from the commands of one event and check each is sound."""
+    def absorb(
+        self, out: list[C.Command], view_before: dict[NodeID, tuple[int, Units]], *, spill: bool = False
+    ) -> None:
+        """Update the model from the commands of one event and check each is sound.
+
+        ``spill``: the event can move queued attempts (a report or a join): a forwarded
+        attempt may then go on to a node available now, never right back on arrival.
+        """
         started_workers = False
         for command in out:
             if isinstance(command, C.StartWorker):
@@ -151,6 +162,10 @@ class SchedulerMachine(RuleBasedStateMachine):
                 assert a.status == "pending" and not a.fetch_asked, (a, command)
                 assert command.objects == a.spec.args and command.node == LOCAL
                 a.fetch_asked = True
+            elif isinstance(command, C.ReleaseArguments):
+                a = self.attempts[(command.task, command.attempt)]
+                assert command.node == LOCAL and a.fetch_asked and a.releases == 0, (a, command)
+                a.releases += 1
             elif isinstance(command, C.StartTask):
                 self._absorb_start(command)
             elif isinstance(command, C.ForwardTask):
@@ -160,7 +175,7 @@ class SchedulerMachine(RuleBasedStateMachine):
                 assert command.to_node in view_before, f"forwarded to dead/unknown {command.to_node}"
                 assert fits(a.spec.placement, view_before[command.to_node][1]), "forwarded to a node too small"
                 assert command.hops == a.hops + 1
-                if a.hops >= 1 and fits(a.spec.placement, self.total):
+                if a.hops >= 1 and fits(a.spec.placement, self.total) and not spill:
                     strategy = a.spec.strategy
                     assert isinstance(strategy, NodeAffinityStrategy), f"ping-pong: {a}"
                     assert strategy.node == command.to_node, f"ping-pong: {a}"
@@ -344,6 +359,33 @@ class SchedulerMachine(RuleBasedStateMachine):
             return
         assert self.send(E.ArgumentsFetched, task=key[0], attempt=key[1], node=LOCAL) == []
 
+    @precondition(lambda self: any(a.fetch_answered and a.status in ("pending", "running") for a in self.attempts.values()))
+    @rule(data=st.data())
+    def arguments_missing(self, data: st.DataObject) -> None:
+        """A fault took a copy the answered fetch held: fetch again unless running."""
+        keys = sorted(k for k, a in self.attempts.items() if a.fetch_answered and a.status in ("pending", "running"))
+        key = data.draw(st.sampled_from(keys))
+        a = self.attempts[key]
+        before = self.scheduler.stats["arguments_missing_while_running"]
+        if a.status == "pending":
+            a.fetch_asked = a.fetch_answered = False  # the FetchArguments it sends again
+        out = self.send(E.ArgumentsMissing, task=key[0], attempt=key[1], node=LOCAL, objects=a.spec.args[:1])
+        self.absorb(out, self.view_snapshot())
+        if a.status == "running":
+            assert out == [] and self.scheduler.stats["arguments_missing_while_running"] == before + 1
+        else:
+            assert a.fetch_asked, f"no new fetch after a missing argument: {out}"
+            assert self.scheduler.state_of(*key) is TaskState.FETCHING
+
+    def late_arguments_missing(self, data: st.DataObject) -> None:
+        keys = sorted(k for k, a in self.attempts.items() if a.status in TERMINAL or not a.spec.args)
+        if not keys:
+            return
+        key = data.draw(st.sampled_from(keys))
+        before = self.scheduler.stats["stale_arguments_missing"]
+        assert self.send(E.ArgumentsMissing, task=key[0], attempt=key[1], node=LOCAL) == []
+        assert self.scheduler.stats["stale_arguments_missing"] == before + 1
+
     @precondition(lambda self: any(a.status == "running" for a in self.attempts.values()))
     @rule(data=st.data(), ok=st.booleans())
     def result(self, data: st.DataObject, ok: bool) -> None:
@@ -400,7 +442,13 @@ class SchedulerMachine(RuleBasedStateMachine):
     @rule(
         data=st.data(),
         kind=st.sampled_from(
-            ["duplicate_or_stale_arrival", "late_arguments_fetched", "late_result", "duplicate_worker_started"]
+            [
+                "duplicate_or_stale_arrival",
+                "late_arguments_fetched",
+                "late_arguments_missing",
+                "late_result",
+                "duplicate_worker_started",
+            ]
         ),
     )
     def late_or_duplicate(self, data: st.DataObject, kind: str) -> None:
@@ -494,7 +542,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         )
         if not fresh:
             assert out == []
-        self.absorb(out, before)
+        self.absorb(out, before, spill=True)
 
     @precondition(lambda self: bool(self.view))
     @rule(data=st.data(), stale=st.sampled_from([False, False, True]))
@@ -526,7 +574,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         )
         if stale:
             assert out == []
-        self.absorb(out, before)
+        self.absorb(out, before, spill=True)
 
     # -- invariants ---------------------------------------------------------------------------
 
@@ -594,6 +642,14 @@ class SchedulerMachine(RuleBasedStateMachine):
                 assert a.status in TERMINAL, a
                 assert state is None, (a, state)
         assert s.queue_length() + s.running_count() == live
+
+    @invariant()
+    def arguments_are_released_when_the_attempt_leaves(self) -> None:
+        for a in self.attempts.values():
+            if a.status in ("pending", "running") or not a.fetch_asked or a.status == "args_failed":
+                assert a.releases == 0, f"released while here (or after a failed fetch): {a}"
+            else:
+                assert a.releases == 1, f"left without releasing its arguments: {a}"
 
     @invariant()
     def workers_match_the_model(self) -> None:
