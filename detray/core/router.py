@@ -36,7 +36,7 @@ from detray.core.ids import NodeID
 from detray.core.policy import SchedulingPolicy
 from detray.core.scheduler import Scheduler
 from detray.core.tasks import WAITER_PREFIX as TASK_WAITER_PREFIX
-from detray.core.tasks import TaskManager
+from detray.core.tasks import TaskManager, TaskState
 
 CASCADE_STEPS_MAX = 1_000_000
 """A cascade longer than this is a bug (a routing loop), not a big cluster."""
@@ -162,12 +162,30 @@ class Router:
         return self._machines(event, *self._node_scheduler(event), self.tasks, self.actors)
 
     def _to_task_outcome(self, event: E.Event) -> list[C.Command]:
-        # TaskStarted/Finished/Failed: release on the node, record returns, settle the task.
-        machines: list[_Machine] = [*self._node_scheduler(event)]
-        if not isinstance(event, E.TaskStarted):
-            machines.append(self.directory)
-        machines.extend((self.tasks, self.actors))
-        return self._machines(event, *machines)
+        # TaskStarted/Finished/Failed: release on the node, settle the task, then
+        # record the returns -- only those of the result the owner accepted.
+        out = self._machines(event, *self._node_scheduler(event), self.tasks, self.actors)
+        if isinstance(event, (E.TaskFinished, E.TaskFailed)) and event.return_sizes:
+            if self._result_accepted(event):
+                out.extend(self.directory.handle(event))
+            else:
+                # A stale result, or an error the owner retries: its stored values
+                # must not become the objects' values (nor leak in the store).
+                self.stats["result_returns_discarded"] += 1
+                out.extend(
+                    C.DeleteCopy(stimulus_id=event.stimulus_id, obj=obj, node=event.node, reason="result not accepted")
+                    for obj, _size in event.return_sizes
+                )
+        return out
+
+    def _result_accepted(self, event: E.TaskFinished | E.TaskFailed) -> bool:
+        """True when the task manager settled the task with this very attempt."""
+        if self.tasks.attempt(event.task) != event.attempt:
+            return False
+        state = self.tasks.state(event.task)
+        if isinstance(event, E.TaskFinished):
+            return state is TaskState.FINISHED
+        return state is TaskState.FAILED or state is TaskState.CANCELLED
 
     def _to_arrival(self, event: E.Event) -> list[C.Command]:
         assert isinstance(event, E.TaskArrived)

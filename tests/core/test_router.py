@@ -154,3 +154,36 @@ def test_a_withdrawn_fetch_leaves_no_waiter_and_no_hold_behind(cluster: Cluster)
     assert cluster.router.directory.held_fetches() == ()
     assert cluster.router.directory.fetch_waiters() == ()
     cluster.finish(blocker)
+
+
+def test_an_error_the_owner_retries_never_becomes_the_value(cluster: Cluster) -> None:
+    task = ids.task_id(JOB, DRIVER_TASK, 99)
+    ret = ids.return_object_id(task, 1)
+    spec = TaskSpec(task_id=task, job_id=JOB, owner=OWNER, name="flaky", return_ids=(ret,),
+                    resources=units_of({"CPU": 1}), max_retries=1, retry_exceptions=True)
+    cluster.feed(E.RefsAdded(now=0.0, stimulus_id=cluster.driver.stimulus("ref"), owner=OWNER, objects=(ret,)))
+    cluster.feed(E.TaskSubmitted(now=0.0, stimulus_id=cluster.driver.stimulus("submit"), spec=spec, node=N0))
+    cluster.driver.fail(task, 1, error_types=("builtins.ValueError",))
+    check_all(cluster.router)
+    # The error value the worker stored is discarded: the object is not available yet.
+    assert cluster.router.directory.status(ret) is not D.ObjectStatus.AVAILABLE
+    assert any(isinstance(c, C.DeleteCopy) and c.obj == ret and c.reason == "result not accepted"
+               for c in cluster.driver.commands)
+    cluster.driver.finish(task, 2)
+    check_all(cluster.router)
+    cluster.feed(E.ObjectsRequested(now=0.0, stimulus_id="get", waiter="get:1", node=N0, objects=(ret,), num_required=1))
+    assert cluster.driver.woken["get:1"].ready == (ret,)
+    assert cluster.driver.values[ret] == ("flaky", ())
+
+
+def test_a_stale_result_is_discarded_not_stored(cluster: Cluster) -> None:
+    producer = cluster.submit(N0)
+    run = cluster.driver.running[(producer.task_id, 1)]
+    # The worker dies; attempt 2 starts; then attempt 1's late result arrives.
+    cluster.driver.kill_worker(run.worker, run.node)
+    assert (producer.task_id, 2) in cluster.driver.running
+    ret = producer.return_ids[0]
+    cluster.feed(E.TaskFinished(now=0.0, stimulus_id="late", task=producer.task_id, attempt=1, node=N0,
+                                worker=run.worker, return_sizes=((ret, 300),)))
+    assert cluster.router.directory.status(ret) is not D.ObjectStatus.AVAILABLE
+    assert cluster.router.stats["result_returns_discarded"] == 1
