@@ -25,6 +25,7 @@ Theory of operation:
 from __future__ import annotations
 
 import os
+import pickle
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -177,7 +178,9 @@ class RayTaskError(RayError):
         """
         cause: BaseException = exc.cause if isinstance(exc, RayTaskError) and exc.cause else exc
         try:
-            cloudpickle.dumps(cause, protocol=settings.PICKLE_PROTOCOL)
+            # A round trip: some exceptions pickle but cannot be rebuilt (an __init__
+            # that needs more arguments than ``args`` holds).
+            pickle.loads(cloudpickle.dumps(cause, protocol=settings.PICKLE_PROTOCOL))
         except Exception as pickle_error:  # noqa: BLE001 - any failure means "cannot travel"
             cause = RayError(
                 f"The original cause of the RayTaskError ({type(cause).__name__}: {cause}) "

@@ -123,6 +123,21 @@ def test_an_unpicklable_cause_is_replaced_by_a_ray_error_that_describes_it() -> 
     assert "isn't serializable" in str(error.cause)
 
 
+class _NeedsTwoArguments(Exception):
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__(f"{a}-{b}")
+
+
+def test_a_cause_that_pickles_but_cannot_be_rebuilt_is_replaced_too() -> None:
+    # Regression (found by the simulator): pickling alone passed, get() then failed
+    # with a TypeError from the cause's __init__ instead of raising the task's error.
+    error = _task_error(_NeedsTwoArguments(1, 2))
+
+    assert type(error.cause) is ex.RayError
+    assert "_NeedsTwoArguments: 1-2" in str(error.cause)
+    assert pickle.loads(pickle.dumps(error)).cause is not None
+
+
 def test_the_traceback_leaves_out_detrays_own_frames() -> None:
     try:
         serialize(threading.Lock())

@@ -501,7 +501,7 @@ def test_a_remote_function_pickles(fake: FakeRuntime) -> None:
 # --- init -----------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("mode", "label"), [("sim", "simulator"), ("real", "real runtime")])
+@pytest.mark.parametrize(("mode", "label"), [("real", "real runtime")])  # the simulator is built
 def test_init_names_the_driver_that_is_not_built(no_runtime: None, mode: str, label: str) -> None:
     with pytest.raises(NotImplementedError, match=rf"detray\.init\(mode='{mode}'\): the {label} is not built yet"):
         ray.init(mode=mode)

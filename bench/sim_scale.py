@@ -1,0 +1,169 @@
+"""Simulated tasks per wall second, against a bare SimPy loop, as the cluster grows.
+
+Usage (from the repository root):
+
+    python bench/sim_scale.py                      # 100,000 tasks on 10, 100, 1000, 10000 nodes
+    python bench/sim_scale.py --tasks 20000 --nodes 10 100
+    python bench/sim_scale.py --quick              # 10,000 tasks on 10 and 100 nodes
+
+For each cluster size the driver submits N no-op tasks (``@remote def
+noop(): pass``) and gathers them with one ``get``; invariants off, the trace
+on (``events`` level) and buffered to a file. Printed per size: the wall time
+to bring the cluster up (not counted), the wall time of submit + get, tasks
+per wall second, microseconds per task, and the ratio to the baseline.
+
+The baseline, measured in the same run: a bare SimPy loop with one process
+and one timeout per task (the least a SimPy simulation of N tasks can do).
+The target (issue 3) is a ratio >= 0.25, flat from 100 to 10,000 nodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import tempfile
+from pathlib import Path
+from time import perf_counter  # bound before the simulator patches time: real time
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import simpy  # noqa: E402
+
+import detray  # noqa: E402
+import detray.sim  # noqa: E402
+
+TASK_DURATION_S = 0.001
+CPUS_PER_NODE = 4
+
+
+def bare_simpy(tasks: int) -> float:
+    """Wall seconds for N SimPy processes of one timeout each."""
+    env = simpy.Environment()
+
+    def task(env: simpy.Environment) -> simpy.events.Event:
+        yield env.timeout(TASK_DURATION_S)
+
+    start = perf_counter()
+    for _ in range(tasks):
+        env.process(task(env))
+    env.run()
+    return perf_counter() - start
+
+
+@detray.remote
+def noop() -> None:
+    return None
+
+
+def core_only(tasks: int, nodes: int) -> float:
+    """Wall seconds for the core alone (the router driven directly, every task run on
+    the spot: no SimPy, no user code, no trace): the floor under the simulator."""
+    from collections import deque
+
+    from detray.core import commands as C
+    from detray.core import events as E
+    from detray.core import ids
+    from detray.core.resources import units_of
+    from detray.core.router import Router
+    from detray.core.specs import TaskSpec
+
+    router = Router()
+    for index in range(nodes):
+        router.handle(
+            E.NodeJoined(
+                now=0.0,
+                stimulus_id="join",
+                node=ids.node_id(index),
+                incarnation=1,
+                resources=units_of({"CPU": CPUS_PER_NODE}),
+                object_store_bytes=1 << 30,
+            )
+        )
+    job = ids.job_id(1)
+    driver = ids.driver_task_id(job)
+    head = ids.node_id(0)
+    owner = ids.WorkerID(f"{head}/driver")
+    cpu = units_of({"CPU": 1})
+    start = perf_counter()
+    pending: deque[C.Command] = deque()
+    returns = []
+    for counter in range(tasks):
+        task = ids.task_id(job, driver, counter)
+        ret = ids.return_object_id(task, 1)
+        returns.append(ret)
+        spec = TaskSpec(task_id=task, job_id=job, owner=owner, name="noop", return_ids=(ret,), resources=cpu)
+        pending.extend(router.handle(E.TaskSubmitted(now=0.0, stimulus_id=task, spec=spec, node=head)))
+    router.handle(E.RefsAdded(now=0.0, stimulus_id="refs", owner=owner, objects=tuple(returns)))
+    while pending:
+        command = pending.popleft()
+        if isinstance(command, C.StartWorker):
+            pending.extend(router.handle(E.WorkerStarted(now=0.0, stimulus_id="w", worker=command.worker, node=command.node)))
+        elif isinstance(command, C.ForwardTask):
+            pending.extend(router.handle(router.arrival(command, now=0.0)))
+        elif isinstance(command, C.StartTask):
+            task = command.spec.task_id
+            common = {"now": 0.0, "stimulus_id": task, "task": task, "attempt": command.attempt, "node": command.node, "worker": command.worker}
+            pending.extend(router.handle(E.TaskStarted(**common)))
+            sizes = tuple((obj, 16) for obj in command.spec.return_ids)
+            pending.extend(router.handle(E.TaskFinished(**common, return_sizes=sizes)))
+    return perf_counter() - start
+
+
+def simulated(tasks: int, nodes: int, trace_dir: str) -> tuple[float, float, float, int]:
+    """(bring-up wall s, submit+get wall s, virtual s, trace lines)."""
+    start = perf_counter()
+    detray.init(
+        mode="sim",
+        seed=0,
+        cluster={"nodes": [{"count": nodes, "resources": {"CPU": CPUS_PER_NODE}}]},
+        check_invariants=False,
+        trace_path=f"{trace_dir}/trace-{nodes}.jsonl",
+        trace_level="events",
+    )
+    up = perf_counter() - start
+    cluster = detray.sim.current_cluster()
+    gc.collect()
+    start = perf_counter()
+    refs = [noop.remote() for _ in range(tasks)]
+    values = detray.get(refs)
+    elapsed = perf_counter() - start
+    assert len(values) == tasks and values[0] is None
+    virtual_s = cluster.now()
+    lines = len(cluster.trace)
+    del refs, values
+    detray.shutdown()
+    return up, elapsed, virtual_s, lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=100_000)
+    parser.add_argument("--nodes", type=int, nargs="*", default=[10, 100, 1000, 10000])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.tasks, args.nodes = 10_000, [10, 100]
+    baseline_s = min(bare_simpy(args.tasks) for _ in range(3))
+    baseline_rate = args.tasks / baseline_s
+    print(f"bare SimPy: {args.tasks} tasks in {baseline_s:.3f} s = {baseline_rate:,.0f} tasks/s "
+          f"({1e6 * baseline_s / args.tasks:.2f} us/task)")
+    with tempfile.TemporaryDirectory() as trace_dir:
+        for nodes in args.nodes:
+            core_s = core_only(args.tasks, nodes)
+            print(f"{nodes:>6} nodes: core alone (router driven directly) {1e6 * core_s / args.tasks:6.1f} us/task", flush=True)
+            up, elapsed, virtual_s, lines = simulated(args.tasks, nodes, trace_dir)
+            rate = args.tasks / elapsed
+            print(
+                f"{nodes:>6} nodes: bring-up {up:7.2f} s | {args.tasks} tasks in {elapsed:7.2f} s = "
+                f"{rate:>9,.0f} tasks/s ({1e6 * elapsed / args.tasks:6.1f} us/task), "
+                f"ratio to bare SimPy {rate / baseline_rate:.3f} | virtual {virtual_s:.3f} s, "
+                f"{lines} trace lines",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Explaining why a simulation cannot progress: what each waiting unit waits for, and why.
+
+Owns: the text of ``DeadlockError``. Reads the core's queries (task states
+and pending reasons, object statuses, scheduler states, pulls in flight) and
+the network's partition; changes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from detray.core import ids
+from detray.core.directory import ObjectStatus
+from detray.core.ids import ActorID, NodeID, ObjectID, TaskID
+from detray.core.resources import as_floats
+
+OBJECTS_SHOWN_MAX = 10
+UNITS_SHOWN_MAX = 20
+
+
+def explain(cluster: Any) -> tuple[str, tuple[str, ...]]:
+    """(message, one line per blocked unit) for a run where nothing can happen."""
+    lines: list[str] = []
+    driver = cluster.driver_exec
+    execs = [driver] if driver is not None else []
+    for worker in cluster.executor.workers.values():
+        execs.extend(ex for ex in worker.execs if ex.waiter is not None and not ex.dead)
+    for ex in execs[:UNITS_SHOWN_MAX]:
+        lines.append(_unit_line(cluster, ex))
+    if len(execs) > UNITS_SHOWN_MAX:
+        lines.append(f"... and {len(execs) - UNITS_SHOWN_MAX} more blocked units")
+    head = (
+        f"detray (sim): deadlock at t={cluster.now():.6f} s: no event is pending and user code "
+        "is waiting, so nothing can ever happen."
+    )
+    return "\n".join([head, *lines]), tuple(lines)
+
+
+def _unit_line(cluster: Any, ex: Any) -> str:
+    who = "the driver" if ex.context.kind == "driver" else f"{ex.unit.label or ex.context.kind}"
+    waiter = ex.waiter
+    if waiter is None:
+        return f"{who} is blocked (not on objects)"
+    missing = [obj for obj in waiter.objects if not _ready(cluster, obj, waiter.node, waiter.fetch)]
+    parts = [f"{who} waits in {waiter.kind}() for {len(waiter.objects)} object(s), {len(missing)} not ready:"]
+    for obj in missing[:OBJECTS_SHOWN_MAX]:
+        parts.append(f"  {obj}: {why_not_ready(cluster, obj, waiter.node)}")
+    if len(missing) > OBJECTS_SHOWN_MAX:
+        parts.append(f"  ... and {len(missing) - OBJECTS_SHOWN_MAX} more")
+    return "\n".join(parts)
+
+
+def _ready(cluster: Any, obj: ObjectID, node: NodeID, fetch: bool) -> bool:
+    directory = cluster.router.directory
+    status = directory.status(obj)
+    if status in (ObjectStatus.FAILED, ObjectStatus.FREED):
+        return True
+    return status is ObjectStatus.AVAILABLE and (not fetch or node in directory.locations(obj))
+
+
+def why_not_ready(cluster: Any, obj: ObjectID, node: NodeID) -> str:
+    """One line: why ``obj`` is not ready for a waiter on ``node``."""
+    router = cluster.router
+    directory = router.directory
+    status = directory.status(obj)
+    if status is ObjectStatus.AVAILABLE:
+        pulls = [(dest, src) for dest, src in directory.pulls_in_flight(obj) if dest == node]
+        for _dest, src in pulls:
+            if not cluster.network.connected(src, node):
+                return f"its copy on {src} waits on a partition between {src} and {node}"
+        return f"available on {', '.join(directory.locations(obj)) or 'no node'}, not yet copied to {node}"
+    if status is ObjectStatus.LOST:
+        return "lost: no copy is left and it is not being rebuilt"
+    if ids.is_put(obj):
+        return f"a put object in state {status.value if status else 'unknown'}"
+    task = ids.creating_task(obj)
+    return _task_reason(cluster, task, 0)
+
+
+def _task_reason(cluster: Any, task: TaskID, depth: int) -> str:
+    router = cluster.router
+    reason = router.tasks.pending_reason(task)
+    state = router.tasks.state(task)
+    if reason is None:
+        return f"its task {task} is {state.value if state else 'unknown'} and will not produce it"
+    for node_id, scheduler in router.schedulers.items():
+        attempt = router.tasks.attempt(task)
+        if attempt is None:
+            break
+        where = scheduler.state_of(task, attempt)
+        if where is None:
+            continue
+        if where.name == "INFEASIBLE":
+            spec_resources = _resources_of(cluster, task)
+            return (
+                f"its task {task} is infeasible: it needs {spec_resources}, which no live node "
+                "can provide (it waits for a node that fits to join)"
+            )
+        return f"its task {task}: {reason} ({where.value} at {node_id})"
+    return f"its task {task}: {reason}{_actor_reason(cluster, reason, depth)}"
+
+
+def _resources_of(cluster: Any, task: TaskID) -> str:
+    attempt = cluster.router.tasks.attempt(task)
+    for scheduler in cluster.router.schedulers.values():
+        # Diagnostics only: the scheduler keeps the spec of the attempts it holds.
+        rec = scheduler._tasks.get((task, attempt)) if attempt is not None else None
+        if rec is not None:
+            return str(as_floats(rec.spec.placement))
+    return "more than any node has"
+
+
+def _actor_reason(cluster: Any, reason: str, depth: int) -> str:
+    marker = "queued at actor "
+    at = reason.find(marker)
+    if at < 0 or depth > 3:
+        return ""
+    actor = reason[at + len(marker) :].split()[0]
+    state = cluster.router.actors.state(actor)
+    if state is None:
+        return ""
+    if state.name == "ALIVE":
+        return f"; actor {actor} is alive (busy with earlier calls?)"
+    creation = ids.actor_creation_task(ActorID(actor))
+    attempt = cluster.router.actors.restarts(actor) + 1
+    for node_id, scheduler in cluster.router.schedulers.items():
+        where = scheduler.state_of(creation, attempt)
+        if where is None:
+            continue
+        if where.name == "INFEASIBLE":
+            rec = scheduler._tasks.get((creation, attempt))  # diagnostics only
+            needs = "more than any node has" if rec is None else str(as_floats(rec.spec.placement))
+            return f"; actor {actor} is {state.value}: it is infeasible: it needs {needs}, which no live node can provide"
+        return f"; actor {actor} is {state.value}: its creation is {where.value} at {node_id}"
+    return f"; actor {actor} is {state.value}"
