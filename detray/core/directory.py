@@ -77,9 +77,11 @@ emitted once per loss, only while some waiter still waits for the object
 resubmitted task finishing) wakes them, a ``FailObject`` fails them.
 
 *Freeing.* ``FreeObject`` (the owner's count reached zero) deletes every copy
-(``DeleteCopy``) and forgets the object, keeping a bounded tombstone: a later
-request resolves to ``OBJECT_LOST`` saying the object was freed, a later
-creation of it is deleted on arrival.
+(``DeleteCopy``) and forgets the object, keeping a bounded tombstone: waiters
+already waiting fail with ``OBJECT_LOST`` saying the object was freed; a later
+request that is not satisfied at once makes it *lost* again (``ReportLost``:
+the owner rebuilds it from the lineage it kept, or fails it), and a later
+creation of it while the tombstone stands is deleted on arrival.
 
 Stale or duplicate events (a dead node incarnation, a pull or restore no
 longer in flight, a second free, a fail of an object that has a value) are
@@ -183,6 +185,7 @@ TRANSITIONS: dict[tuple[ObjectStatus, ObjectStatus], str] = {
     (_S.PENDING, _S.AVAILABLE): "created: TaskFinished/TaskFailed/ObjectPut stored the primary",
     (_S.PENDING, _S.FAILED): "FailObject, or the primary does not fit and spilling is off",
     (_S.PENDING, _S.FREED): "FreeObject before the object was created",
+    (_S.PENDING, _S.LOST): "requested after it was freed: the owner rebuilds or fails it",
     (_S.AVAILABLE, _S.LOST): "last copy gone (NodeDied, CopiesEvicted)",
     (_S.AVAILABLE, _S.FREED): "FreeObject: every copy deleted",
     (_S.AVAILABLE, _S.FAILED): "FailObject(OWNER_DIED): nobody may read it now; every copy deleted",
@@ -833,12 +836,16 @@ class ObjectDirectory:
         self._log(wid, "waits for %s of %s on %s (fetch=%s)", w.required, len(objects), w.node, w.fetch)
         recs: list[_Object] = []
         for obj in objects:
-            if obj in self._freed:
-                w.failed[obj] = freed_failure(obj)
-                continue
             rec = self._objects.get(obj)
             if rec is None:
                 rec = self._objects[obj] = _Object(obj=obj)
+                if obj in self._freed:
+                    # Ray: the owner kept the lineage, so a freed value that is needed
+                    # again (a downstream object is rebuilt) is lost, not gone for good.
+                    del self._freed[obj]
+                    self.stats["requested_after_free"] += 1
+                    rec.lost_reported = False
+                    self._set_status(rec, ObjectStatus.LOST, "requested after it was freed")
             rec.waiters[wid] = None
             self._resolve(w, rec)
             recs.append(rec)
@@ -867,12 +874,9 @@ class ObjectDirectory:
     def _satisfied_at_once(self, w: _Waiter) -> bool:
         """Judge every object for a new waiter without side effects; True if it is satisfied."""
         for obj in w.objects:
-            if obj in self._freed:
-                w.failed[obj] = freed_failure(obj)
-                continue
             rec = self._objects.get(obj)
             if rec is None:
-                continue
+                continue  # unknown, or freed: not ready (a freed one is requested again)
             verdict = self._verdict(rec, w.fetch, w.node)
             if verdict is True:
                 w.ready[obj] = None

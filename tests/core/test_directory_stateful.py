@@ -88,6 +88,8 @@ class Request:
     released: bool = False
     missing: set[ObjectID] = field(default_factory=set)
     """Held arguments reported missing (a fault took the copy)."""
+    freed_while_waiting: set[ObjectID] = field(default_factory=set)
+    """Objects freed while this waiter waited: it fails them as freed (final)."""
 
 
 @dataclass
@@ -210,7 +212,7 @@ class DirectoryMachine(RuleBasedStateMachine):
             else:
                 assert self.holders(obj), f"{wake.waiter}: {obj} ready without a copy"
         for obj, why in failed.items():
-            if obj in self.model.freed:
+            if obj in request.freed_while_waiting:
                 assert why.kind is ErrorKind.OBJECT_LOST and why.detail("reason") == "freed"
             elif obj in self.model.failed and why == self.d.failure(obj):
                 pass
@@ -283,6 +285,20 @@ class DirectoryMachine(RuleBasedStateMachine):
         )
         self.send(ObjectsRequested, waiter=waiter, node=node, objects=tuple(chosen),
                   num_required=required, fetch=fetch)
+        self.requested_again_after_free(self.requests[waiter])
+
+    def requested_again_after_free(self, request: Request) -> None:
+        """A new waiter not satisfied at once (not woken by its own request): a freed
+        object it needs is lost again (Ray: the owner kept its lineage and rebuilds
+        it, or fails it). The tombstone goes with whatever failure it had: the new
+        record starts afresh."""
+        if request.stale or request.wakes:
+            return
+        for obj in request.objects:
+            if obj in self.model.freed:
+                self.model.freed.discard(obj)
+                self.model.failed.discard(obj)
+                self.model.created.add(obj)
 
     @precondition(lambda self: any(self.mem[n] or self.disk[n] for n in NODES))
     @rule(picks_=st.lists(picks, min_size=1, max_size=3), node=nodes, spilled_first=st.booleans(),
@@ -315,6 +331,7 @@ class DirectoryMachine(RuleBasedStateMachine):
         )
         self.send(ObjectsRequested, waiter=old.waiter, node=old.node, objects=old.objects,
                   num_required=len(old.objects), fetch=True)
+        self.requested_again_after_free(self.requests[old.waiter])
 
     @precondition(lambda self: any(r.holds and not r.released for r in self.requests.values()))
     @rule(pick=picks)
@@ -407,6 +424,9 @@ class DirectoryMachine(RuleBasedStateMachine):
         """The task manager frees or fails an object, or a get/wait gives up."""
         if decision == "free":
             self.model.freed.add(obj)
+            for request in self.requests.values():
+                if obj in request.objects and self.d.is_waiting(request.waiter):
+                    request.freed_while_waiting.add(obj)
             self.send(ObjectFreed, obj=obj)
         elif decision == "fail":
             why = failure(ErrorKind.OBJECT_LOST, f"{obj} cannot be rebuilt", object=obj)

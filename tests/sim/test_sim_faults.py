@@ -285,15 +285,6 @@ def test_faults_can_be_given_to_init():
     assert [e["attempt"] for e in trace_kinds("task.started")] == [1, 2]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ray.exceptions.ObjectFreedError,
-    reason=(
-        "core gap: the task manager frees an argument's value once no ref or pending task "
-        "uses it, while keeping its lineage; rebuilding a lost downstream object then finds "
-        "the argument freed (directory tombstone) instead of rebuilding it too, as Ray does"
-    ),
-)
 def test_rebuilding_an_object_also_rebuilds_its_freed_arguments():
     ray.init(mode="sim", seed=12, cluster=nodes(2, cpus=1))
 
