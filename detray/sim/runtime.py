@@ -225,12 +225,17 @@ class SimRuntime:
             held_actors=tuple(actors),
         )
         cluster.executor.add_payload(task, payload, context)
+        return self._submit(cluster, context, task, spec, return_ids, owner, options.name)
+
+    def _submit(self, cluster: Any, context: Any, task: Any, spec: Any, return_ids: Any, owner: Any, name: str) -> list[ObjectRef]:
+        """The common tail of task and actor-task submission: count the return refs
+        (before the task exists), trace it, and hand it to the core."""
         owner_of = cluster.owner_of
         for obj in return_ids:
             owner_of[obj] = owner
         refs = [ObjectRef(obj, owner) for obj in return_ids]
         cluster._switch_point()  # the return refs count before the task exists
-        cluster.emit(context.node, "task.submitted", level=TraceLevel.DEBUG, task=task, name=options.name, owner=owner)
+        cluster.emit(context.node, "task.submitted", level=TraceLevel.DEBUG, task=task, name=name, owner=owner)
         cluster.feed(E.TaskSubmitted(now=cluster.env.now, stimulus_id=task, spec=spec, node=context.node))
         if self._argument_handles:
             self._argument_handles.clear()
@@ -343,16 +348,7 @@ class SimRuntime:
             context,
         )
         executor._call_opened(actor)
-        owner_of = cluster.owner_of
-        for obj in return_ids:
-            owner_of[obj] = owner
-        refs = [ObjectRef(obj, owner) for obj in return_ids]
-        cluster._switch_point()  # the return refs count before the task exists
-        cluster.emit(context.node, "task.submitted", level=TraceLevel.DEBUG, task=task, name=options.name, owner=owner)
-        cluster.feed(E.TaskSubmitted(now=cluster.env.now, stimulus_id=task, spec=spec, node=context.node))
-        if self._argument_handles:
-            self._argument_handles.clear()
-        return refs
+        return self._submit(cluster, context, task, spec, return_ids, owner, options.name)
 
     def lookup_actor(self, name: str, namespace: str | None) -> tuple[ActorID, ActorClassMeta] | None:
         self._ctx()
