@@ -43,6 +43,7 @@ def check_all(router: Router) -> None:
     for scheduler in router.schedulers.values():
         scheduler.check_invariants()
     _check_nodes_agree(router)
+    _check_shared_view(router)
     _check_attempts_on_live_nodes(router)
     _check_copies_on_live_nodes(router)
     _check_pinned_are_referenced(router)
@@ -57,6 +58,17 @@ def _check_nodes_agree(router: Router) -> None:
         assert router.directory.node_alive(node) == live, (
             f"{node}: router says {'live' if live else 'dead'}, the directory disagrees"
         )
+
+
+def _check_shared_view(router: Router) -> None:
+    router.table.check()
+    assert router.table.order == list(router.schedulers), (
+        f"the resource table's nodes {router.table.order} are not the live schedulers {list(router.schedulers)}"
+    )
+    for node, scheduler in router.schedulers.items():
+        assert router.table.incarnation_of(node) == scheduler.incarnation, f"{node}: table incarnation"
+    waiting = [node for node, s in router.schedulers.items() if s.waits_for_view()]
+    assert router._watchers == waiting, f"watchers {router._watchers} != waiting schedulers {waiting}"
 
 
 def _check_attempts_on_live_nodes(router: Router) -> None:

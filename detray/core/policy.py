@@ -1,14 +1,12 @@
 """Placement policies: where one task attempt should run, given a view of the cluster.
 
-Owns: ``ClusterView`` (a scheduler's picture of the live nodes: totals, what
-each has available, and for the local node the demand already queued
-there), the ``SchedulingPolicy`` protocol, and ``DefaultPolicy``, which
+Owns: the ``SchedulingPolicy`` protocol and ``DefaultPolicy``, which
 implements Ray's documented strategies: the hybrid ``DEFAULT`` policy with
-locality, ``SPREAD``, and node affinity (hard and soft).
+locality, ``SPREAD``, and node affinity (hard and soft). The view a policy
+reads (``ClusterView`` over a shared ``ResourceTable``) lives in ``view.py``.
 
-Must not: change the view (only the owning ``Scheduler`` does, through the
-methods marked "scheduler only"), read a clock, draw randomness, or know
-about workers and queues. A policy may keep its own deterministic state (the
+Must not: change the view, read a clock, draw randomness, or know about
+workers and queues. A policy may keep its own deterministic state (the
 SPREAD cursor); each scheduler gets its own policy object.
 
 Theory of operation (Ray 2.x, docs "Scheduling"):
@@ -59,7 +57,7 @@ from typing import Protocol
 
 from detray.core.errors import ErrorKind, Failure, failure
 from detray.core.ids import NodeID
-from detray.core.resources import GPU, NodeResources, Units, as_floats, fits, utilization
+from detray.core.resources import as_floats
 from detray.core.specs import (
     DefaultStrategy,
     NodeAffinityStrategy,
@@ -67,9 +65,23 @@ from detray.core.specs import (
     TaskKind,
     TaskSpec,
 )
+from detray.core.view import SPREAD_THRESHOLD, ClusterView, NodeView, ResourceTable
 
-SPREAD_THRESHOLD = 0.5
-"""Ray's ``scheduler_spread_threshold``: utilization below it scores 0."""
+__all__ = [
+    "HOP_CAP",
+    "LOCALITY_MIN_BYTES",
+    "MAX_HOPS",
+    "SPREAD_THRESHOLD",
+    "ClusterView",
+    "DefaultPolicy",
+    "NodeView",
+    "Placement",
+    "PlacementKind",
+    "PlacementRequest",
+    "ResourceTable",
+    "SchedulingPolicy",
+]
+
 MAX_HOPS = 1
 """Forwards after which an attempt runs where it landed (if feasible there)."""
 HOP_CAP = 8
@@ -114,123 +126,6 @@ class PlacementRequest:
     arg_bytes_by_node: tuple[tuple[NodeID, int], ...] = ()
     spill_only: bool = False
     """Asked again while queued here (and unable to run here now)."""
-
-
-@dataclass(slots=True)
-class NodeView:
-    """What a scheduler believes of one live node."""
-
-    node: NodeID
-    incarnation: int
-    total: Units
-    available: Units
-    """For the local node this is the ledger's own map (always exact)."""
-
-
-class ClusterView:
-    """A scheduler's view of the live nodes, the local one included.
-
-    Read by policies; changed only by the owning scheduler (methods marked
-    "scheduler only").
-    """
-
-    __slots__ = ("local", "nodes", "order", "local_first", "_ledger", "_demand")
-
-    def __init__(self, local: NodeID, incarnation: int, ledger: NodeResources, demand: Units) -> None:
-        self.local = local
-        self._ledger = ledger
-        self._demand = demand
-        """Placement demand of attempts queued locally that hold nothing yet."""
-        self.nodes: dict[NodeID, NodeView] = {
-            local: NodeView(local, incarnation, ledger.total, ledger.available)
-        }
-        self.order: tuple[NodeID, ...] = (local,)
-        """Live node ids, sorted."""
-        self.local_first: tuple[NodeID, ...] = (local,)
-        """The local node, then the others in id order (hybrid candidate order)."""
-
-    # -- read ----------------------------------------------------------------
-
-    def is_alive(self, node: NodeID) -> bool:
-        return node in self.nodes
-
-    def feasible(self, node: NodeID, request: Mapping[str, int]) -> bool:
-        """The node's totals fit ``request`` (it could run it some day)."""
-        view = self.nodes.get(node)
-        return view is not None and fits(request, view.total)
-
-    def any_feasible(self, request: Mapping[str, int]) -> bool:
-        for view in self.nodes.values():
-            if fits(request, view.total):
-                return True
-        return False
-
-    def available_now(self, node: NodeID, request: Mapping[str, int]) -> bool:
-        """The node has room for ``request`` now (locally: after queued demand)."""
-        if node == self.local:
-            available = self._ledger.available
-            demand = self._demand
-            for name, amount in request.items():
-                if amount + demand.get(name, 0) > available.get(name, 0):
-                    return False
-            return self._ledger.can_allocate(request) if request.get(GPU, 0) else True
-        view = self.nodes.get(node)
-        return view is not None and fits(request, view.available)
-
-    def utilization(self, node: NodeID) -> float:
-        """Critical-resource utilization in [0, 1] (locally: counting queued demand)."""
-        view = self.nodes[node]
-        if node != self.local:
-            return utilization(view.total, view.available)
-        worst = 0.0
-        demand = self._demand
-        for name, cap in view.total.items():
-            if cap > 0:
-                free = view.available.get(name, 0) - demand.get(name, 0)
-                used = (cap - max(free, 0)) / cap
-                if used > worst:
-                    worst = used
-        return worst
-
-    # -- scheduler only ---------------------------------------------------------
-
-    def reset_local(self, incarnation: int, ledger: NodeResources) -> None:
-        """(scheduler only) The local node joined (or its ledger was rebuilt)."""
-        self._ledger = ledger
-        self.nodes[self.local] = NodeView(self.local, incarnation, ledger.total, ledger.available)
-
-    def join(self, node: NodeID, incarnation: int, total: Mapping[str, int]) -> None:
-        """(scheduler only) A node joined or came back: a fresh view, all free."""
-        assert node != self.local
-        self.nodes[node] = NodeView(node, incarnation, dict(total), dict(total))
-        self._reorder()
-
-    def remove(self, node: NodeID) -> None:
-        """(scheduler only) Forget a dead node."""
-        assert node != self.local
-        del self.nodes[node]
-        self._reorder()
-
-    def report(self, node: NodeID, available: Mapping[str, int]) -> None:
-        """(scheduler only) The control plane's latest figure; clamped to [0, total]."""
-        view = self.nodes[node]
-        view.available = {
-            name: min(max(available.get(name, 0), 0), cap) for name, cap in view.total.items()
-        }
-
-    def reserve(self, node: NodeID, request: Mapping[str, int]) -> None:
-        """(scheduler only) Optimistically count an attempt just forwarded to ``node``.
-
-        The next report from that node replaces the figure.
-        """
-        view = self.nodes[node]
-        for name, amount in request.items():
-            if name in view.available:
-                view.available[name] = max(view.available[name] - amount, 0)
-
-    def _reorder(self) -> None:
-        self.order = tuple(sorted(self.nodes))
-        self.local_first = (self.local,) + tuple(n for n in self.order if n != self.local)
 
 
 class SchedulingPolicy(Protocol):
@@ -326,15 +221,20 @@ class DefaultPolicy:
                     return _to(holder, view, "locality")
         best: NodeID | None = None
         best_score = 2.0
-        for node in view.local_first:
-            if spill and node == view.local:
-                continue
-            if not view.available_now(node, need):
-                continue
-            score = self._score(node, view)
-            if score < best_score:
-                best, best_score = node, score
-                if score == 0.0:
+        local = view.local
+        if not spill and view.available_now(local, need):
+            best, best_score = local, self._score(local, view)
+        if best_score > 0.0:
+            # Others with room, best first (below the threshold by id, then by utilization).
+            threshold = self.spread_threshold
+            for node, used in view.table.with_room(threshold):
+                if node == local:
+                    continue
+                score = 0.0 if used < threshold else used
+                if score >= best_score:
+                    break
+                if view.available_now(node, need):
+                    best, best_score = node, score
                     break
         if best is not None:
             return _to(best, view, "hybrid")

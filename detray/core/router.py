@@ -24,6 +24,7 @@ the single-node runtime use this class directly.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter, deque
 from collections.abc import Callable
 
@@ -37,10 +38,19 @@ from detray.core.policy import SchedulingPolicy
 from detray.core.scheduler import Scheduler
 from detray.core.tasks import WAITER_PREFIX as TASK_WAITER_PREFIX
 from detray.core.tasks import TaskManager, TaskState
+from detray.core.view import SPREAD_THRESHOLD, ResourceTable
 
 CASCADE_STEPS_MAX = 1_000_000
 """A cascade longer than this is a bug (a routing loop), not a big cluster."""
 
+
+
+def _threshold_of(policy_factory: Callable[[], SchedulingPolicy] | None) -> float:
+    """The spread threshold the shared table indexes by (the policies' own, if they have one)."""
+    if policy_factory is None:
+        return SPREAD_THRESHOLD
+    threshold = getattr(policy_factory(), "spread_threshold", SPREAD_THRESHOLD)
+    return float(threshold) if isinstance(threshold, (int, float)) else SPREAD_THRESHOLD
 
 
 class CascadeLimitExceeded(AssertionError):
@@ -71,6 +81,11 @@ class Router:
         self.directory = ObjectDirectory()
         self.schedulers: dict[NodeID, Scheduler] = {}
         """Schedulers of the live nodes, in node-id order."""
+        self.table = ResourceTable(threshold=_threshold_of(policy_factory))
+        """The resource view all schedulers share (membership and reports applied once)."""
+        self._watchers: list[NodeID] = []
+        """Nodes whose scheduler waits for the view to change (sorted): only they hear of
+        joins and reports, so a report costs what it changes, not one call per node."""
         self.incarnations: dict[NodeID, int] = {}
         """Latest incarnation seen of every node, live or dead."""
         self.stats: Counter[str] = Counter()
@@ -133,7 +148,26 @@ class Router:
         out: list[C.Command] = []
         for machine in machines:
             out.extend(machine.handle(event))
+            if machine.__class__ is Scheduler:
+                self._watch(machine)
         return out
+
+    def _watch(self, scheduler: Scheduler) -> None:
+        """Keep ``_watchers`` exact after ``scheduler`` handled an event."""
+        node = scheduler.node
+        watchers = self._watchers
+        at = bisect_left(watchers, node)
+        listed = at < len(watchers) and watchers[at] == node
+        if scheduler.waits_for_view() and self.schedulers.get(node) is scheduler:
+            if not listed:
+                watchers.insert(at, node)
+        elif listed:
+            del watchers[at]
+
+    def _to_watchers(self, event: E.Event, but: NodeID) -> list[C.Command]:
+        """``event`` (a view change) to every waiting scheduler but ``but``'s, by node id."""
+        watching = [self.schedulers[n] for n in self._watchers if n != but]
+        return self._machines(event, *watching) if watching else []
 
     def _to_tasks(self, event: E.Event) -> list[C.Command]:
         return self.tasks.handle(event)
@@ -192,7 +226,7 @@ class Router:
         out = self._machines(event, self.tasks, self.actors)
         scheduler = self.schedulers.get(event.node)
         if scheduler is not None:
-            out.extend(scheduler.handle(event))
+            out.extend(self._machines(event, scheduler))
         else:
             self.stats["task_arrived_at_dead_node"] += 1
         return out
@@ -206,9 +240,12 @@ class Router:
             return self.directory.handle(event)
         raise ValueError(f"no machine owns timer {event.timer!r}")
 
-    def _to_all_schedulers_but_sender(self, event: E.Event) -> list[C.Command]:
-        sender = getattr(event, "node")
-        return self._machines(event, *(s for n, s in self.schedulers.items() if n != sender))
+    def _resources_reported(self, event: E.Event) -> list[C.Command]:
+        assert isinstance(event, E.NodeResourcesReported)
+        if self.table.report(event.node, event.incarnation, event.available) != "ok":
+            self.stats["stale_resources_report"] += 1
+            return []
+        return self._to_watchers(event, event.node)
 
     def _node_joined(self, event: E.Event) -> list[C.Command]:
         assert isinstance(event, E.NodeJoined)
@@ -218,18 +255,15 @@ class Router:
             return []
         self.incarnations[event.node] = event.incarnation
         policy = self._policy_factory() if self._policy_factory is not None else None
-        joined = Scheduler(event.node, policy=policy)
-        others = [s.self_description(now=event.now, stimulus_id=event.stimulus_id) for s in self.schedulers.values() if s is not joined]
+        verdict = self.table.join(event.node, event.incarnation, event.resources)
+        assert verdict == "ok", (event, verdict)
+        joined = Scheduler(event.node, policy=policy, table=self.table)
+        previous = self.schedulers.get(event.node)
         self.schedulers[event.node] = joined
-        self.schedulers = dict(sorted(self.schedulers.items()))
-        out = self._machines(event, self.tasks, self.actors, self.directory)
-        out.extend(joined.handle(event))
-        for description in others:
-            if description.node != event.node:
-                out.extend(joined.handle(description))
-        for node, scheduler in self.schedulers.items():
-            if node != event.node:
-                out.extend(scheduler.handle(event))
+        if previous is None:
+            self.schedulers = dict(sorted(self.schedulers.items()))
+        out = self._machines(event, self.tasks, self.actors, self.directory, joined)
+        out.extend(self._to_watchers(event, event.node))
         if self._parked:
             parked, self._parked = self._parked, []
             for arrival in parked:
@@ -242,9 +276,8 @@ class Router:
             self.stats["stale_node_died"] += 1
             return []
         dead = self.schedulers.pop(event.node)
-        out = self._machines(event, self.tasks, self.actors, self.directory, dead)
-        out.extend(self._machines(event, *self.schedulers.values()))
-        return out
+        self.table.remove(event.node, event.incarnation)
+        return self._machines(event, self.tasks, self.actors, self.directory, dead)
 
     # -- conversion of internal commands ----------------------------------------------
 
@@ -387,7 +420,7 @@ def _actor_dead(c: C.Command, now: float) -> E.Event:
 _DELIVERY: dict[type[E.Event], _Deliver] = {
     E.NodeJoined: Router._node_joined,
     E.NodeDied: Router._node_died,
-    E.NodeResourcesReported: Router._to_all_schedulers_but_sender,
+    E.NodeResourcesReported: Router._resources_reported,
     E.WorkerStarted: Router._to_node_scheduler,
     E.WorkerBlocked: Router._to_node_scheduler,
     E.WorkerUnblocked: Router._to_node_scheduler,

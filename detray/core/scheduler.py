@@ -77,13 +77,12 @@ from detray.core import events as E
 from detray.core.errors import InvalidTransition
 from detray.core.ids import ActorID, NodeID, ObjectID, TaskID, WorkerID, node_of_worker, worker_id
 from detray.core.policy import (
-    ClusterView,
     DefaultPolicy,
-    NodeView,
     PlacementKind,
     PlacementRequest,
     SchedulingPolicy,
 )
+from detray.core.view import ClusterView, NodeView, ResourceTable
 from detray.core.resources import CPU, GPU, UNIT, Allocation, NodeResources, Units, add, as_floats
 from detray.core.specs import SchedulingStrategy, TaskKind, TaskSpec
 
@@ -246,6 +245,7 @@ class Scheduler:
         first_worker_counter: int | None = None,
         story_lines_max: int = STORY_LINES_MAX,
         done_attempts_max: int = DONE_ATTEMPTS_MAX,
+        table: ResourceTable | None = None,
     ) -> None:
         self.node = node
         self.policy: SchedulingPolicy = policy if policy is not None else DefaultPolicy()
@@ -257,8 +257,11 @@ class Scheduler:
         self._first_worker_counter = first_worker_counter
         self._ledger = NodeResources.of({})
         self._demand: Units = {}
-        self._view = ClusterView(node, -1, self._ledger, self._demand)
-        self._dead_incarnations: dict[NodeID, int] = {}
+        self._private_table = table is None
+        """Alone, this scheduler keeps the view of the others itself; under a router the
+        router applies membership and reports to the shared table once, then tells the
+        schedulers that wait for a change (see ``waits_for_view``)."""
+        self._view = ClusterView(node, ResourceTable() if table is None else table, self._ledger, self._demand)
         self._tasks: dict[Key, _Attempt] = {}
         self._attempts: dict[TaskID, list[int]] = {}
         self._infeasible: dict[Key, None] = {}
@@ -344,6 +347,11 @@ class Scheduler:
         rec = self._tasks.get((task, attempt))
         return () if rec is None else rec.spec.args
 
+    def placement_of(self, task: TaskID, attempt: int) -> Units | None:
+        """What an attempt live here needs to be placed (None when it is not here)."""
+        rec = self._tasks.get((task, attempt))
+        return None if rec is None else dict(rec.spec.placement)
+
     def worker_of(self, task: TaskID, attempt: int | None = None) -> WorkerID | None:
         """The worker running the attempt (default: the task's latest live attempt)."""
         if attempt is None:
@@ -374,10 +382,16 @@ class Scheduler:
 
     def view(self) -> dict[NodeID, NodeView]:
         """A copy of the view of every live node (this one included), by node id."""
-        return {
-            n: NodeView(v.node, v.incarnation, dict(v.total), dict(v.available))
-            for n, v in sorted(self._view.nodes.items())
-        }
+        return self._view.nodes_copy()
+
+    def waits_for_view(self) -> bool:
+        """Attempts here wait for the view to change: infeasible ones (for a node that
+        fits), or queued ones that could spill to a node with room."""
+        return self.state is SchedulerState.ALIVE and bool(self._queues or self._infeasible)
+
+    def infeasible_count(self) -> int:
+        """Attempts here that no live node can fit (they wait for one to join)."""
+        return len(self._infeasible)
 
     def self_description(self, *, now: float, stimulus_id: str) -> E.NodeJoined:
         """This node as a ``NodeJoined`` for schedulers that must learn it."""
@@ -639,7 +653,8 @@ class Scheduler:
 
     def _on_node_joined(self, ev: E.NodeJoined, out: list[C.Command]) -> None:
         sid = ev.stimulus_id
-        if ev.incarnation <= self._dead_incarnations.get(ev.node, -1):
+        table = self._view.table
+        if ev.incarnation <= table.dead_incarnation(ev.node):
             self.stats["stale_node_joined"] += 1
             return
         if ev.node == self.node:
@@ -655,12 +670,14 @@ class Scheduler:
                 self.stats["superseded_by_new_incarnation"] += 1
                 self._die(sid, f"incarnation {ev.incarnation} joined")
             return
-        known = self._view.nodes.get(ev.node)
-        if known is not None and ev.incarnation <= known.incarnation:
-            name = "duplicate_node_joined" if ev.incarnation == known.incarnation else "stale_node_joined"
-            self.stats[name] += 1
+        if self._private_table:
+            verdict = table.join(ev.node, ev.incarnation, ev.resources)
+            if verdict != "ok":
+                self.stats[f"{verdict}_node_joined"] += 1
+                return
+        elif table.incarnation_of(ev.node) != ev.incarnation:
+            self.stats["stale_node_joined"] += 1
             return
-        self._view.join(ev.node, ev.incarnation, ev.resources)
         self._log(ev.node, sid, f"joined (incarnation {ev.incarnation}, {as_floats(ev.resources)})")
         if self.state is SchedulerState.ALIVE:
             self._replace_infeasible(sid, out)
@@ -669,44 +686,42 @@ class Scheduler:
 
     def _on_node_died(self, ev: E.NodeDied, out: list[C.Command]) -> None:
         sid = ev.stimulus_id
+        table = self._view.table
         if ev.node == self.node:
             if ev.incarnation == self.incarnation or (
                 self.state is SchedulerState.UNJOINED
             ):
-                self._remember_dead(ev.node, ev.incarnation)
+                table.remove(ev.node, ev.incarnation)
                 self._die(sid, f"incarnation {ev.incarnation} died")
             else:
                 self.stats["stale_node_died"] += 1
             return
-        known = self._view.nodes.get(ev.node)
-        if known is None or ev.incarnation < known.incarnation:
+        if not self._private_table:
+            return  # the router removed it from the shared table
+        if table.remove(ev.node, ev.incarnation) != "ok":
             self.stats["stale_node_died"] += 1
-            self._remember_dead(ev.node, ev.incarnation)
             return
-        self._remember_dead(ev.node, ev.incarnation)
-        self._view.remove(ev.node)
         self._log(ev.node, sid, f"died (incarnation {ev.incarnation})")
 
     def _on_resources_reported(self, ev: E.NodeResourcesReported, out: list[C.Command]) -> None:
         if ev.node == self.node:
             self.stats["own_report_ignored"] += 1
             return
-        known = self._view.nodes.get(ev.node)
-        if known is None or known.incarnation != ev.incarnation:
+        if self._private_table:
+            if self._view.table.report(ev.node, ev.incarnation, ev.available) != "ok":
+                self.stats["stale_resources_report"] += 1
+                return
+        elif self._view.table.incarnation_of(ev.node) != ev.incarnation:
             self.stats["stale_resources_report"] += 1
             return
-        self._view.report(ev.node, ev.available)
         if self.state is SchedulerState.ALIVE:
             self._spill(ev.stimulus_id, out)
-
-    def _remember_dead(self, node: NodeID, incarnation: int) -> None:
-        if incarnation > self._dead_incarnations.get(node, -1):
-            self._dead_incarnations[node] = incarnation
 
     def _join(self, incarnation: int, resources: Mapping[str, int], sid: str) -> None:
         self.incarnation = incarnation
         self._ledger = NodeResources.of(resources)
-        self._view.reset_local(incarnation, self._ledger)
+        self._view.reset_local(self._ledger)
+        self._view.table.join(self.node, incarnation, resources)
         counter = self._first_worker_counter
         self._next_counter = incarnation * WORKER_COUNTER_STRIDE if counter is None else counter
         self._set_life(SchedulerState.ALIVE)
@@ -727,7 +742,7 @@ class Scheduler:
         self._idle.clear()
         self._starting = 0
         self._ledger = NodeResources.of(self._ledger.total)
-        self._view.reset_local(self.incarnation, self._ledger)
+        self._view.reset_local(self._ledger)
         self._set_life(SchedulerState.DEAD)
         self._log(self.node, sid, f"scheduler finished: {why}")
 
@@ -794,9 +809,9 @@ class Scheduler:
     def _forward(
         self, rec: _Attempt, to_node: NodeID | None, reason: str, sid: str, out: list[C.Command]
     ) -> None:
-        assert to_node is not None and to_node in self._view.nodes, (to_node, reason)
+        assert to_node is not None and to_node in self._view.table.nodes, (to_node, reason)
         spec = rec.spec
-        self._view.reserve(to_node, spec.placement)
+        self._view.table.reserve(to_node, spec.placement)
         self._set(rec, S.FORWARDED, sid, f"forwarded to {to_node} ({reason})")
         self._retire(rec, sid, out)
         self.stats["forwarded"] += 1
@@ -1135,22 +1150,13 @@ class Scheduler:
 
     def _check_view(self) -> None:
         view = self._view
-        assert view.order == tuple(sorted(view.nodes)), "view order"
-        assert view.local_first[0] == self.node and sorted(view.local_first) == list(view.order), (
-            "view local-first order"
-        )
-        local = view.nodes.get(self.node)
-        assert local is not None, "the local node is missing from the view"
-        assert local.total is self._ledger.total and local.available is self._ledger.available, (
-            "the local view is not the ledger"
-        )
-        for node, nv in view.nodes.items():
-            assert nv.node == node, node
-            if node == self.node:
-                continue
-            assert nv.incarnation > self._dead_incarnations.get(node, -1), f"{node}: dead incarnation in view"
-            for name, cap in nv.total.items():
-                assert 0 <= nv.available.get(name, 0) <= cap, f"{node}: {name} outside [0, {cap}]"
+        assert view._ledger is self._ledger, "the local view is not the ledger"
+        if self._private_table:
+            view.table.check()
+        if self.state is SchedulerState.ALIVE:
+            assert view.table.incarnation_of(self.node) == self.incarnation, (
+                f"{self.node}: the table does not have this incarnation"
+            )
 
 
 def _subtract(into: Units, amounts: Mapping[str, int]) -> None:

@@ -29,7 +29,7 @@ start). Ray's dashboard and logging knobs are accepted and ignored.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from detray import runtime as _runtime_mod
@@ -83,6 +83,8 @@ def start(options: InitOptions) -> Any:
     runtime = SimRuntime(options, spec, settings, seed)
     if fault_list:
         runtime.cluster.schedule(*fault_list)
+    if override is not None and override.get("on_start") is not None:
+        override["on_start"](runtime.cluster)
     return runtime
 
 
@@ -122,12 +124,20 @@ def now() -> float:
 
 
 @contextlib.contextmanager
-def scenario(*, seed: int | None = None, cluster: Any = None, trace_path: str | None = None) -> Iterator[None]:
+def scenario(
+    *,
+    seed: int | None = None,
+    cluster: Any = None,
+    trace_path: str | None = None,
+    on_start: Callable[[Any], None] | None = None,
+) -> Iterator[None]:
     """Within the block, ``init(mode="sim")`` uses this seed, cluster and trace path,
-    whatever the program asks (``detray simulate``: the scenario wins)."""
+    whatever the program asks (``detray simulate``: the scenario wins). ``on_start``
+    is called with the ``SimCluster`` once it is up, before ``init`` returns (in the
+    driver, at virtual time 0: ``detray simulate`` schedules its faults there)."""
     global _override
     previous = _override
-    given = {"seed": seed, "cluster": cluster, "trace_path": trace_path}
+    given = {"seed": seed, "cluster": cluster, "trace_path": trace_path, "on_start": on_start}
     _override = {k: v for k, v in given.items() if v is not None}
     try:
         yield

@@ -837,7 +837,7 @@ class SimCluster:
         """Some scheduler holds an attempt that could run somewhere but does not run yet."""
         for scheduler in self.router.schedulers.values():
             # Diagnostics of a scheduler's queue: infeasible attempts wait for a node to join.
-            if scheduler.queue_length() > len(scheduler._infeasible):
+            if scheduler.queue_length() > scheduler.infeasible_count():
                 return True
         return False
 

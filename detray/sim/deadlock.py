@@ -103,10 +103,9 @@ def _task_reason(cluster: Any, task: TaskID, depth: int) -> str:
 def _resources_of(cluster: Any, task: TaskID) -> str:
     attempt = cluster.router.tasks.attempt(task)
     for scheduler in cluster.router.schedulers.values():
-        # Diagnostics only: the scheduler keeps the spec of the attempts it holds.
-        rec = scheduler._tasks.get((task, attempt)) if attempt is not None else None
-        if rec is not None:
-            return str(as_floats(rec.spec.placement))
+        placement = scheduler.placement_of(task, attempt) if attempt is not None else None
+        if placement is not None:
+            return str(as_floats(placement))
     return "more than any node has"
 
 
