@@ -58,6 +58,7 @@ from detray.core import events as E
 from detray.core import ids
 from detray.core.directory import ObjectStatus
 from detray.core.ids import NodeID, ObjectID, WorkerID
+from detray.core.invariants import check_all
 from detray.core.resources import as_floats, units_of
 from detray.core.router import Router
 from detray.exceptions import RaySystemError
@@ -146,7 +147,7 @@ class SimCluster:
         self._resync_scheduled_at: float | None = None
         self._fault_count = 0
         self._check = settings.check_invariants
-        self._check_all = _invariant_checker() if self._check else None
+        self._check_all = check_all if self._check else None
         self._loop_glet: greenlet.greenlet | None = None
         self._crash: BaseException | None = None
         self._handlers: dict[type, Callable[[Any], None]] = {
@@ -890,32 +891,3 @@ def _restamp(event: E.NodeJoined | E.NodeDied, now: float) -> E.NodeJoined | E.N
             spill_enabled=event.spill_enabled,
         )
     return E.NodeDied(now=now, stimulus_id=event.stimulus_id, node=event.node, incarnation=event.incarnation)
-
-
-def _invariant_checker() -> Callable[[Router], None]:
-    """``detray.core.invariants.check_all`` when it exists and runs, else every machine's
-    own check (the cross-machine checker may be newer or older than the machines)."""
-
-    def check_each(router: Router) -> None:
-        router.tasks.check_invariants()
-        router.actors.check_invariants()
-        router.directory.check_invariants()
-        for scheduler in router.schedulers.values():
-            scheduler.check_invariants()
-
-    try:
-        from detray.core.invariants import check_all  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return check_each
-    usable = [True]
-
-    def check(router: Router) -> None:
-        if usable[0]:
-            try:
-                check_all(router)
-                return
-            except AttributeError:  # the cross-machine checker needs queries not built yet
-                usable[0] = False
-        check_each(router)
-
-    return check
