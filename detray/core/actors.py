@@ -812,12 +812,15 @@ class ActorManager:
         budget = a.spec.max_restarts
         if restartable and (budget == INFINITE or a.restarts < budget):
             a.restarts += 1
+            self.stats["restarts"] += 1
             self._set_state(a, ActorState.RESTARTING, e)
             self._note(a.spec.actor_id, e, f"restart {a.restarts}: {cause.message}")
             self._abort_running(a, cause, e, out, restarting=True)
             if a.args_ready:
                 self._place(a, e, out)
             return
+        if restartable:
+            self.stats["restarts_exhausted"] += 1
         self._die(a, cause, cause.detail("cause") or "died", e, out)
 
     def _release_placement(self, a: _Actor, e: Event, out: list[Command], *, kill_worker: bool) -> None:

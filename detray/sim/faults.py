@@ -161,6 +161,7 @@ class RandomFaults(Fault):
 
 
 _RANDOM_KINDS = ("kill_worker", "kill_node", "evict", "slow_node")
+_RANDOM_KIND_CLASS = {"kill_worker": "KillWorker", "kill_node": "KillNode", "evict": "EvictCopies", "slow_node": "SlowNode"}
 
 
 def schedule(*faults: Fault) -> None:
@@ -227,6 +228,8 @@ def apply(cluster: Any, fault: Fault, index: int) -> None:
     """Carry out ``fault`` now (``index``: its number, which keys its random stream)."""
     kind = type(fault).__name__
     cluster.emit(None, "fault", fault=kind, index=index, detail=_describe(fault))
+    if not isinstance(fault, RandomFaults):  # its draws are counted as the faults they become
+        cluster.count(f"fault.{kind}")
     if isinstance(fault, KillNode):
         cluster.node_down(node_of(cluster, fault.node), "killed by a fault")
     elif isinstance(fault, RestartNode):
@@ -343,6 +346,7 @@ def _random_fault(cluster: Any, fault: RandomFaults, index: int, count: int) -> 
     if nodes:
         node = nodes[rng.randrange(len(nodes))]
         cluster.emit(node, "fault.random", fault=kind, index=index, count=count)
+        cluster.count(f"fault.{_RANDOM_KIND_CLASS[kind]}")
         if kind == "kill_worker":
             _kill_worker(cluster, KillWorker(at_s=cluster.now(), node=node), _sub_index(index, count))
         elif kind == "kill_node":
@@ -358,6 +362,7 @@ def _random_fault(cluster: Any, fault: RandomFaults, index: int, count: int) -> 
 
 def _restart(cluster: Any, node: NodeID) -> None:
     if not cluster.nodes[node].up:
+        cluster.count("fault.RestartNode")
         cluster.node_up(node)
         cluster._drain_notifications()
 

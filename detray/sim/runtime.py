@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import greenlet  # type: ignore[import-untyped]
@@ -78,6 +78,9 @@ class SimRuntime:
         self._argument_handles: list[ObjectRef] = []
         self._caller_seq: dict[tuple[WorkerID, ActorID], int] = {}
         self._driver_glet = greenlet.getcurrent()
+        self.get_observer: Callable[[ObjectID, Any], None] | None = None
+        """Called with (object id, stored value or None) for every value a ``get`` returns,
+        in any unit (``detray.testing`` records them to compare runs)."""
         self._initialized = True
         self.cluster.start(self.driver_context)
         atexit.register(self._at_exit)
@@ -466,7 +469,12 @@ class SimRuntime:
             self._block(waiter)
         if waiter.timed_out:
             raise GetTimeoutError(f"Get timed out after {timeout_s} s: some object(s) not ready.")
-        value_for = self.cluster.executor.value_for
+        executor = self.cluster.executor
+        observer = self.get_observer
+        if observer is not None:
+            for ref in refs:
+                observer(ref.id, executor.stored_for(waiter, ref.id))
+        value_for = executor.value_for
         return [value_for(waiter, ref.id) for ref in refs]
 
     def wait(

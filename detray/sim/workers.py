@@ -393,6 +393,10 @@ class Executor:
         self._unblock(ex)
         self.c.run_exec(ex, "resume", waiter)
 
+    def stored_for(self, waiter: Waiter, obj: ObjectID) -> Any:
+        """The stored bytes (``StoredValue``) of ``obj`` a woken waiter reads, or None."""
+        return (waiter.values or {}).get(obj) or self.c.values.get(obj)
+
     def value_for(self, waiter: Waiter, obj: ObjectID) -> Any:
         """The value (or ``StoredError``) of ``obj`` for a woken waiter (deserialized here)."""
         wake = waiter.wake
@@ -400,7 +404,7 @@ class Executor:
         for failed_obj, failure in wake.failed:
             if failed_obj == obj:
                 return StoredError(self.error_of(obj, failure))
-        value = (waiter.values or {}).get(obj) or self.c.values.get(obj)
+        value = self.stored_for(waiter, obj)
         if value is None:
             return StoredError(ObjectLostError(obj, detail="its bytes are gone from the simulated store"))
         if value.is_error:
