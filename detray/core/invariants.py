@@ -35,13 +35,20 @@ from detray.core.scheduler import TaskState as AttemptState
 from detray.core.tasks import ACTIVE_STATES, TaskState
 
 
-def check_all(router: Router) -> None:
-    """Run every machine's own checks, then the cross-machine ones."""
+def check_all(router: Router, *, touched_only: bool = False) -> None:
+    """Run every machine's own checks, then the cross-machine ones.
+
+    ``touched_only``: check the schedulers that handled an event since the last such
+    check (the others cannot have changed), then forget them; a driver checking after
+    every step uses it to keep the cost of a check independent of the cluster's size.
+    """
     router.tasks.check_invariants()
     router.actors.check_invariants()
     router.directory.check_invariants()
-    for scheduler in router.schedulers.values():
+    schedulers = router.touched.values() if touched_only else router.schedulers.values()
+    for scheduler in schedulers:
         scheduler.check_invariants()
+    router.touched.clear()
     _check_nodes_agree(router)
     _check_shared_view(router)
     _check_attempts_on_live_nodes(router)

@@ -83,6 +83,9 @@ class Router:
         """Schedulers of the live nodes, in node-id order."""
         self.table = ResourceTable(threshold=_threshold_of(policy_factory))
         """The resource view all schedulers share (membership and reports applied once)."""
+        self.touched: dict[NodeID, Scheduler] = {}
+        """Schedulers that handled an event since a checker last cleared this (a
+        scheduler's own invariants can only break while it handles one)."""
         self._watchers: list[NodeID] = []
         """Nodes whose scheduler waits for the view to change (sorted): only they hear of
         joins and reports, so a report costs what it changes, not one call per node."""
@@ -150,6 +153,7 @@ class Router:
             out.extend(machine.handle(event))
             if machine.__class__ is Scheduler:
                 self._watch(machine)
+                self.touched[machine.node] = machine
         return out
 
     def _watch(self, scheduler: Scheduler) -> None:

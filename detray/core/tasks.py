@@ -387,6 +387,14 @@ class TaskManager:
         """True while the task's record (spec and retry budget) is kept."""
         return task in self._tasks
 
+    def rebuildable(self, obj: ObjectID) -> bool:
+        """True when ``obj`` could be rebuilt from lineage now: a return of a normal task
+        whose record is kept (puts and actor-task outputs never are)."""
+        if is_put(obj):
+            return False
+        rec = self._tasks.get(creating_task(obj))
+        return rec is not None and rec.spec.kind is TaskKind.NORMAL
+
     def attempts_in_flight(self) -> list[tuple[TaskID, TaskState, NodeID | None]]:
         """Every task in flight as (task, state, node), in submission order.
 

@@ -355,7 +355,7 @@ class SimCluster:
 
     def check_invariants(self) -> None:
         assert self._check_all is not None
-        self._check_all(self.router)
+        self._check_all(self.router, touched_only=True)
         self.network.check_invariants()
 
     # -- stopping: deadlock, limits ---------------------------------------------------------------
