@@ -22,9 +22,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-import yaml
-from jsonschema.exceptions import ValidationError, best_match
+import jsonschema  # type: ignore[import-untyped]
+import yaml  # type: ignore[import-untyped]
+from jsonschema.exceptions import ValidationError, best_match  # type: ignore[import-untyped]
 
 from detray.scenario import model, schema
 from detray.scenario.model import Expectations, FaultEntry, NodeGroup, Scenario
@@ -101,7 +101,10 @@ def _read(path: Path, lines: _Lines) -> Any:
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line = mark.line + 1 if mark is not None else 1
-        context = f" ({error.context})" if error.context else ""
+        context = f" ({error.context}" if error.context else ""
+        if context and error.context_mark is not None and error.context_mark.line + 1 != line:
+            context += f" that starts at line {error.context_mark.line + 1}"
+        context += ")" if context else ""
         raise ScenarioError(
             [lines.at(line, f"YAML syntax error: {error.problem}{context}; check indentation, quotes and brackets")]
         ) from None
@@ -131,16 +134,24 @@ def _convert(node: yaml.Node, path: PathKey, loader: yaml.SafeLoader, lines: _Li
             if not isinstance(key, str):
                 shown = key_node.value if isinstance(key_node, yaml.ScalarNode) else "a list or mapping"
                 problems.append(
-                    lines.at(key_line, f"key {shown!r} in {where(path)} is not a string; quote it (YAML reads "
-                             "yes/no/on/off as booleans and digits as numbers)")
+                    lines.at(
+                        key_line,
+                        f"key {shown!r} in {where(path)} is not a string; quote it (YAML reads "
+                        "yes/no/on/off as booleans and digits as numbers)",
+                    )
                 )
                 continue
+            key_path = (*path, key)
             if key in result:
-                first = lines.keys[(*path, key)]
-                problems.append(lines.at(key_line, f"duplicate key {key!r} in {where(path)} (first at line {first}); give each key once"))
+                first = lines.keys[key_path]
+                problems.append(
+                    lines.at(
+                        key_line, f"duplicate key {key!r} in {where(path)} (first at line {first}); give each key once"
+                    )
+                )
                 continue
-            lines.keys[(*path, key)] = key_line
-            result[key] = _convert(value_node, (*path, key), loader, lines, problems)
+            lines.keys[key_path] = key_line
+            result[key] = _convert(value_node, key_path, loader, lines, problems)
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_convert(item, (*path, i), loader, lines, problems) for i, item in enumerate(node.value)]
@@ -198,12 +209,17 @@ def _explain(error: ValidationError, lines: _Lines) -> list[tuple[int, str]]:
     path = tuple(error.absolute_path)
     allowed = error.schema.get("description", "") if isinstance(error.schema, dict) else ""
     if error.validator == "oneOf" and error.schema is schema.FAULT:
-        return [_fault_action_problem(error.instance, path, lines)]
+        return _fault_action_problem(error.instance, path, lines)
     if error.validator in ("anyOf", "oneOf") and error.context:
         leaf = _best_branch_error(error)
         if leaf is not None:
             return _explain(leaf, lines)
-        return [(lines.of(path), f"{where(path)} is {_shown(error.instance)} ({_yaml_type(error.instance)}); allowed: {allowed}")]
+        return [
+            (
+                lines.of(path),
+                f"{where(path)} is {_shown(error.instance)} ({_yaml_type(error.instance)}); allowed: {allowed}",
+            )
+        ]
     kind = error.validator
     if kind == "additionalProperties" and isinstance(error.instance, dict):
         known = sorted(error.schema.get("properties", {}))
@@ -214,30 +230,53 @@ def _explain(error: ValidationError, lines: _Lines) -> list[tuple[int, str]]:
             close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
             hint = f"did you mean {close[0]!r}? " if close else ""
             found.append(
-                (lines.of_key((*path, key)), f"unknown key {key!r} in {where(path)}; {hint}allowed keys: {', '.join(known)}")
+                (
+                    lines.of_key((*path, key)),
+                    f"unknown key {key!r} in {where(path)}; {hint}allowed keys: {', '.join(known)}",
+                )
             )
         return found
     if kind == "required":
-        missing = error.message.split("'")[1] if "'" in error.message else str(error.validator_value)
+        instance = error.instance if isinstance(error.instance, dict) else {}
+        missing = next((str(k) for k in error.validator_value if k not in instance), str(error.validator_value))
         sub = error.schema.get("properties", {}).get(missing, {})
         what = sub.get("description", "")
         return [(lines.of_key(path), f"{where(path)} needs the key {missing!r}" + (f" ({what})" if what else ""))]
     if kind == "type":
         wanted = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
-        words = " or ".join(_TYPE_WORDS.get(w, w) for w in wanted)
+        words = " or ".join(_TYPE_WORDS.get(str(w), str(w)) for w in wanted)
         hint = ""
-        if isinstance(error.instance, str) and ("number" in wanted or "integer" in wanted) and _looks_numeric(error.instance):
+        if (
+            isinstance(error.instance, str)
+            and ("number" in wanted or "integer" in wanted)
+            and _looks_numeric(error.instance)
+        ):
             hint = " (YAML reads 1e3 as text: write 1.0e3 or 1000)"
         extra = f"; allowed: {allowed}" if allowed else ""
-        return [(lines.of(path), f"{where(path)} must be {words}, got {_shown(error.instance)} ({_yaml_type(error.instance)}){hint}{extra}")]
+        return [
+            (
+                lines.of(path),
+                f"{where(path)} must be {words}, got {_shown(error.instance)} ({_yaml_type(error.instance)}){hint}{extra}",
+            )
+        ]
     if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         relation = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[kind]
         extra = f"; allowed: {allowed}" if allowed else ""
-        return [(lines.of(path), f"{where(path)} is {_shown(error.instance)}; it must be {relation} {error.validator_value}{extra}")]
+        return [
+            (
+                lines.of(path),
+                f"{where(path)} is {_shown(error.instance)}; it must be {relation} {error.validator_value}{extra}",
+            )
+        ]
     if kind in ("enum", "const"):
         options = error.validator_value if kind == "enum" else [error.validator_value]
         shown = ", ".join(repr(o) if not isinstance(o, bool) else str(o).lower() for o in options)
-        return [(lines.of(path), f"{where(path)} is {_shown(error.instance)}; allowed: {shown}" + (f" ({allowed})" if allowed else ""))]
+        return [
+            (
+                lines.of(path),
+                f"{where(path)} is {_shown(error.instance)}; allowed: {shown}" + (f" ({allowed})" if allowed else ""),
+            )
+        ]
     if kind == "maxProperties" and isinstance(error.instance, dict) and error.validator_value == 1:
         keys = ", ".join(sorted(error.instance))
         return [(lines.of(path), f"{where(path)} has several keys ({keys}); give exactly one: {allowed}")]
@@ -294,15 +333,20 @@ def _looks_numeric(text: str) -> bool:
     return True
 
 
-def _fault_action_problem(entry: Any, path: PathKey, lines: _Lines) -> tuple[int, str]:
+def _fault_action_problem(entry: Any, path: PathKey, lines: _Lines) -> list[tuple[int, str]]:
     present = [key for key in schema.ONE_SHOT_ACTIONS if isinstance(entry, dict) and key in entry]
     actions = ", ".join(schema.ONE_SHOT_ACTIONS)
     if not present:
-        return lines.of(path), f"{where(path)} has no action; a fault needs exactly one of: {actions}"
-    return (
-        lines.of_key((*path, present[1])),
-        f"{where(path)} has several actions ({', '.join(present)}); give one action per fault entry (split it)",
-    )
+        unknown = isinstance(entry, dict) and any(key not in schema.FAULT["properties"] for key in entry)
+        if unknown:
+            return []  # a misspelt action: the unknown key's error (with its suggestion) says it
+        return [(lines.of(path), f"{where(path)} has no action; a fault needs exactly one of: {actions}")]
+    return [
+        (
+            lines.of_key((*path, present[1])),
+            f"{where(path)} has several actions ({', '.join(present)}); give one action per fault entry (split it)",
+        )
+    ]
 
 
 # --- what the schema cannot say -----------------------------------------------------------------------
@@ -337,7 +381,10 @@ def _check_cluster(cluster: Mapping[str, Any], checks: _Checks) -> None:
     for i, entry in enumerate(cluster["nodes"]):
         gpus = entry.get("resources", {}).get("GPU")
         if gpus is not None and gpus != int(gpus):
-            checks.add(("cluster", "nodes", i, "resources", "GPU"), f"cluster.nodes[{i}].resources.GPU is {gpus}; GPUs come whole (an integer)")
+            checks.add(
+                ("cluster", "nodes", i, "resources", "GPU"),
+                f"cluster.nodes[{i}].resources.GPU is {gpus}; GPUs come whole (an integer)",
+            )
     if checks.problems:
         return
     from detray.sim.config import parse_cluster
@@ -353,7 +400,9 @@ def _check_durations(durations: Mapping[str, Any], checks: _Checks) -> dict[str,
     for name, spec in durations.items():
         uniform = spec.get("uniform") if isinstance(spec, dict) else None
         if uniform is not None and uniform["low_s"] > uniform["high_s"]:
-            checks.add(("durations", name, "uniform"), f"durations.{name}.uniform has low_s > high_s; low_s must be <= high_s")
+            checks.add(
+                ("durations", name, "uniform"), f"durations.{name}.uniform has low_s > high_s; low_s must be <= high_s"
+            )
             continue
         converted[name] = model.engine_duration(spec)
     if not checks.problems:
@@ -375,26 +424,51 @@ def _check_fault(raw: Mapping[str, Any], index: int, node_count: int, checks: _C
     until_s, heal_at_s, restart_after_s = raw.get("until_s"), raw.get("heal_at_s"), raw.get("restart_after_s")
     name = f"faults[{index}]"
     if every_s is not None and rate_per_s is not None:
-        checks.add((*base, "rate_per_s"), f"{name} has both every_s and rate_per_s; give one (periodic or random times)", key=True)
+        checks.add(
+            (*base, "rate_per_s"),
+            f"{name} has both every_s and rate_per_s; give one (periodic or random times)",
+            key=True,
+        )
     repeating = every_s is not None or rate_per_s is not None
     if not repeating and at_s is None:
         checks.add(base, f"{name} has no time; give at_s (seconds), or every_s / rate_per_s to repeat it")
     for key in ("until_s", "count"):
         if key in raw and not repeating:
-            checks.add((*base, key), f"{name}.{key} only applies to a repeating fault (with every_s or rate_per_s)", key=True)
+            checks.add(
+                (*base, key), f"{name}.{key} only applies to a repeating fault (with every_s or rate_per_s)", key=True
+            )
     if every_s is not None and action not in schema.REPEATABLE_ACTIONS:
-        checks.add((*base, "every_s"), f"{name}: {action} cannot repeat; every_s works with {', '.join(schema.REPEATABLE_ACTIONS)}", key=True)
+        checks.add(
+            (*base, "every_s"),
+            f"{name}: {action} cannot repeat; every_s works with {', '.join(schema.REPEATABLE_ACTIONS)}",
+            key=True,
+        )
     if rate_per_s is not None:
         if action not in schema.RATE_ACTIONS:
-            checks.add((*base, "rate_per_s"), f"{name}: {action} cannot come at random times; rate_per_s works with {', '.join(schema.RATE_ACTIONS)}", key=True)
+            checks.add(
+                (*base, "rate_per_s"),
+                f"{name}: {action} cannot come at random times; rate_per_s works with {', '.join(schema.RATE_ACTIONS)}",
+                key=True,
+            )
         else:
             for sub, ref in model.node_refs(action, value):
                 if ref != model.RANDOM:
-                    checks.add((*base, action, *sub), f"{name}: with rate_per_s the node is drawn when each fault happens; write `random`, not {ref!r}")
+                    checks.add(
+                        (*base, action, *sub),
+                        f"{name}: with rate_per_s the node is drawn when each fault happens; write `random`, not {ref!r}",
+                    )
             if action == "kill_worker" and isinstance(value, dict) and "task_name" in value:
-                checks.add((*base, action, "task_name"), f"{name}: task_name is not supported with rate_per_s; use every_s or at_s", key=True)
+                checks.add(
+                    (*base, action, "task_name"),
+                    f"{name}: task_name is not supported with rate_per_s; use every_s or at_s",
+                    key=True,
+                )
             if action == "slow_node" and "until_s" in value:
-                checks.add((*base, action, "until_s"), f"{name}: a randomly slowed node stays slow; until_s is not supported with rate_per_s", key=True)
+                checks.add(
+                    (*base, action, "until_s"),
+                    f"{name}: a randomly slowed node stays slow; until_s is not supported with rate_per_s",
+                    key=True,
+                )
     if heal_at_s is not None:
         if action != "partition":
             checks.add((*base, "heal_at_s"), f"{name}.heal_at_s only applies to a partition", key=True)
@@ -405,7 +479,10 @@ def _check_fault(raw: Mapping[str, Any], index: int, node_count: int, checks: _C
     if until_s is not None and at_s is not None and until_s < at_s:
         checks.add((*base, "until_s"), f"{name}.until_s is {until_s}; it must be >= at_s ({at_s})")
     if action == "slow_node" and value.get("until_s") is not None and at_s is not None and value["until_s"] <= at_s:
-        checks.add((*base, action, "until_s"), f"{name}.slow_node.until_s is {value['until_s']}; it must be after at_s ({at_s})")
+        checks.add(
+            (*base, action, "until_s"),
+            f"{name}.slow_node.until_s is {value['until_s']}; it must be after at_s ({at_s})",
+        )
     _check_nodes(action, value, base, name, node_count, checks)
     if len(checks.problems) > before:
         return None
@@ -434,35 +511,52 @@ def _check_nodes(action: str, value: Any, base: PathKey, name: str, node_count: 
                 checks.add(path, f"{name}: `random` picks a node other than the head, and this cluster has only node 0")
             continue
         if ref > last:
-            checks.add(path, f"{name} names node {ref}, but the cluster has {node_count} nodes; allowed: 0 to {last} (file order, counts expanded)")
+            checks.add(
+                path,
+                f"{name} names node {ref}, but the cluster has {node_count} nodes; allowed: 0 to {last} (file order, counts expanded)",
+            )
             continue
         if action in ("kill_node", "restart_node") and ref == 0:
             verb = "kills" if action == "kill_node" else "restarts"
             alternatives = f"1 to {last}" + (" or `random`" if action == "kill_node" else "")
-            checks.add(path, f"{name} {verb} node 0, the head: it runs the driver and the control plane; allowed: {alternatives}")
+            checks.add(
+                path,
+                f"{name} {verb} node 0, the head: it runs the driver and the control plane; allowed: {alternatives}",
+            )
         if action == "partition":
             if ref in seen:
-                checks.add(path, f"{name}: node {ref} is in two partition groups (groups {seen[ref]} and {sub[0]}); a node belongs to one group")
+                checks.add(
+                    path,
+                    f"{name}: node {ref} is in two partition groups (groups {seen[ref]} and {sub[0]}); a node belongs to one group",
+                )
             seen[ref] = sub[0]
 
 
 def _check_workload(workload: Mapping[str, Any], scenario_dir: Path, checks: _Checks) -> Path:
-    script = (scenario_dir / workload["script"]).resolve()
+    script = (scenario_dir / str(workload["script"])).resolve()
     if not script.is_file():
         what = "is a directory" if script.is_dir() else "does not exist"
-        checks.add(("workload", "script"), f"workload.script {workload['script']!r} {what} (looked for {script}); give a Python file, relative to the scenario file")
+        checks.add(
+            ("workload", "script"),
+            f"workload.script {workload['script']!r} {what} (looked for {script}); give a Python file, relative to the scenario file",
+        )
     return script
 
 
 def _check_expect(expect: Mapping[str, Any], checks: _Checks) -> Expectations:
     exit_ = expect.get("exit", "ok")
     if isinstance(exit_, str) and exit_ != "ok" and not all(part.isidentifier() for part in exit_.split(".")):
-        checks.add(("expect", "exit"), f"expect.exit is {exit_!r}; allowed: `ok`, an exception class name (like DeadlockError) or an exit status")
+        checks.add(
+            ("expect", "exit"),
+            f"expect.exit is {exit_!r}; allowed: `ok`, an exception class name (like DeadlockError) or an exit status",
+        )
     bounds: dict[str, tuple[int | None, int | None]] = {}
     for measure in ("tasks_finished", "task_retries", "actor_restarts", "objects_reconstructed"):
         low, high = expect.get(f"min_{measure}"), expect.get(f"max_{measure}")
         if low is not None and high is not None and low > high:
-            checks.add(("expect", f"max_{measure}"), f"expect.max_{measure} ({high}) is below expect.min_{measure} ({low})")
+            checks.add(
+                ("expect", f"max_{measure}"), f"expect.max_{measure} ({high}) is below expect.min_{measure} ({low})"
+            )
         if low is not None or high is not None:
             bounds[measure] = (low, high)
     makespan = expect.get("max_makespan_s")
@@ -480,7 +574,14 @@ def load(path: str | Path) -> Scenario:
     lines = _Lines(str(path))
     document = _read(file, lines)
     if not isinstance(document, dict):
-        raise ScenarioError([lines.at(1, f"the scenario must be a mapping with keys like cluster: and workload:, got {_yaml_type(document)}")])
+        raise ScenarioError(
+            [
+                lines.at(
+                    1,
+                    f"the scenario must be a mapping with keys like cluster: and workload:, got {_yaml_type(document)}",
+                )
+            ]
+        )
     found = _schema_problems(document, lines)
     if found:
         raise ScenarioError([lines.at(line, message) for line, message in sorted(found, key=lambda p: p[0])])
@@ -497,7 +598,11 @@ def load(path: str | Path) -> Scenario:
             entries.append(entry)
     expanded = sum(model.expanded_count(entry, schema.REPEAT_DEFAULT) for entry in entries)
     if expanded > schema.FAULTS_EXPANDED_MAX:
-        checks.add(("faults",), f"the faults expand to {expanded} scheduled faults; at most {schema.FAULTS_EXPANDED_MAX} (lower count or raise every_s)", key=True)
+        checks.add(
+            ("faults",),
+            f"the faults expand to {expanded} scheduled faults; at most {schema.FAULTS_EXPANDED_MAX} (lower count or raise every_s)",
+            key=True,
+        )
     script = _check_workload(document["workload"], file.resolve().parent, checks)
     expect = _check_expect(document.get("expect", {}), checks)
     if checks.problems:

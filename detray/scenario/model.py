@@ -129,7 +129,7 @@ def engine_duration(spec: Any) -> Any:
     """A scenario duration (``0.5``, ``{fixed_s}``, ``{normal: {mean_s, sd_s}}``...) as an engine spec."""
     if isinstance(spec, (int, float)) and not isinstance(spec, bool):
         return float(spec)
-    (form, value), = spec.items()
+    ((form, value),) = spec.items()
     if form == "fixed_s":
         return {"dist": "fixed", "value": float(value)}
     if form == "normal":

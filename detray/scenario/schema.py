@@ -47,9 +47,15 @@ REPEATABLE_ACTIONS = (
     "restart_control_plane",
 )
 """Actions that may repeat ``every_s``."""
-RATE_ACTIONS = {"kill_worker": "kill_worker", "kill_node": "kill_node", "evict_objects": "evict", "slow_node": "slow_node"}
+RATE_ACTIONS = {
+    "kill_worker": "kill_worker",
+    "kill_node": "kill_node",
+    "evict_objects": "evict",
+    "slow_node": "slow_node",
+}
 """Actions that may arrive at ``rate_per_s`` (the engine's ``RandomFaults`` kinds they map to)."""
 TIMING_KEYS = ("at_s", "every_s", "rate_per_s", "until_s", "count", "heal_at_s", "restart_after_s")
+
 
 def _seconds(description: str, *, positive: bool = False, default: Any = None) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "number", "description": description}
@@ -119,7 +125,12 @@ CLUSTER: dict[str, Any] = {
             "additionalProperties": False,
             "description": "the network between nodes",
             "properties": {
-                "latency_ms": {"type": "number", "minimum": 0, "default": 0.2, "description": "one-way latency in ms (>= 0)"},
+                "latency_ms": {
+                    "type": "number",
+                    "minimum": 0,
+                    "default": 0.2,
+                    "description": "one-way latency in ms (>= 0)",
+                },
                 "bandwidth_mb_per_s": {
                     "type": "number",
                     "exclusiveMinimum": 0,
@@ -136,7 +147,9 @@ CLUSTER: dict[str, Any] = {
         "failure_detector_timeout_s": _seconds(
             "how long a node is unreachable before it is declared dead (>= 0)", default=1.0
         ),
-        "resource_report_interval_s": _seconds("period of resource reports between nodes (> 0)", positive=True, default=0.1),
+        "resource_report_interval_s": _seconds(
+            "period of resource reports between nodes (> 0)", positive=True, default=0.1
+        ),
         "resync_interval_s": _seconds(
             "how often nodes re-read the node table after missing a notification (> 0)", positive=True, default=5.0
         ),
@@ -235,7 +248,9 @@ FAULT: dict[str, Any] = {
     "description": "one fault: a time (at_s) or a repetition (every_s or rate_per_s), and exactly one action",
     "oneOf": [{"required": [action]} for action in ONE_SHOT_ACTIONS],
     "properties": {
-        "at_s": _seconds("when the fault happens (absolute virtual seconds >= 0); for a repeating fault, the first time"),
+        "at_s": _seconds(
+            "when the fault happens (absolute virtual seconds >= 0); for a repeating fault, the first time"
+        ),
         "every_s": _seconds("repeat the fault with this period (> 0 seconds)", positive=True),
         "rate_per_s": {
             "type": "number",
@@ -268,7 +283,11 @@ FAULT: dict[str, Any] = {
                     "description": "{node, task_name}: kill a worker on `node` running a task named `task_name`",
                     "properties": {
                         "node": NODE_OR_RANDOM,
-                        "task_name": {"type": "string", "minLength": 1, "description": "only a worker running this task"},
+                        "task_name": {
+                            "type": "string",
+                            "minLength": 1,
+                            "description": "only a worker running this task",
+                        },
                     },
                 },
             ],
@@ -276,7 +295,12 @@ FAULT: dict[str, Any] = {
         "partition": {
             "type": "array",
             "minItems": 1,
-            "items": {"type": "array", "minItems": 1, "items": NODE_INDEX, "description": "a group: a list of node indices"},
+            "items": {
+                "type": "array",
+                "minItems": 1,
+                "items": NODE_INDEX,
+                "description": "a group: a list of node indices",
+            },
             "description": "groups of node indices that can only reach each other (unlisted nodes form one more group)",
         },
         "heal": {"const": True, "description": "`true`: remove the partition in force"},
@@ -303,7 +327,12 @@ FAULT: dict[str, Any] = {
             "description": "{delay_s, count}: the next `count` membership notifications arrive `delay_s` late",
             "properties": {
                 "delay_s": _seconds("how late (seconds >= 0)"),
-                "count": {"type": "integer", "minimum": 1, "default": 1, "description": "how many notifications (>= 1)"},
+                "count": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "default": 1,
+                    "description": "how many notifications (>= 1)",
+                },
             },
         },
         "restart_control_plane": {
@@ -331,7 +360,10 @@ EXPECT: dict[str, Any] = {
         },
         "max_makespan_s": _seconds("the run must end by this virtual time (seconds > 0)", positive=True),
         "min_tasks_finished": {**_COUNT_BOUND, "description": "at least this many task attempts finished"},
-        "min_task_retries": {**_COUNT_BOUND, "description": "at least this many task retries (failed attempts tried again)"},
+        "min_task_retries": {
+            **_COUNT_BOUND,
+            "description": "at least this many task retries (failed attempts tried again)",
+        },
         "max_task_retries": {**_COUNT_BOUND, "description": "at most this many task retries"},
         "min_actor_restarts": {**_COUNT_BOUND, "description": "at least this many actor restarts"},
         "max_actor_restarts": {**_COUNT_BOUND, "description": "at most this many actor restarts"},
@@ -354,7 +386,11 @@ SCHEMA: dict[str, Any] = {
     "required": ["cluster", "workload"],
     "description": "a scenario: a cluster, a program, durations, faults and expectations",
     "properties": {
-        "name": {"type": "string", "minLength": 1, "description": "the scenario's name (default: the file name without .yaml)"},
+        "name": {
+            "type": "string",
+            "minLength": 1,
+            "description": "the scenario's name (default: the file name without .yaml)",
+        },
         "description": {"type": "string", "description": "free text, shown nowhere but the file"},
         "seed": {
             "type": "integer",
@@ -379,7 +415,8 @@ SCHEMA: dict[str, Any] = {
 
 
 def described_keys(schema: dict[str, Any] = SCHEMA, prefix: str = "") -> list[str]:
-    """Every fixed key of the schema as a dotted path (``cluster.network.latency_ms``), for the docs test."""
+    """Every fixed key of the schema as a dotted path (``cluster.network.latency_ms``; a key the user
+    names is ``<name>``: ``durations.<name>.normal.mean_s``), for the docs test."""
     keys: list[str] = []
     todo: list[tuple[str, dict[str, Any]]] = [(prefix, schema)]
     while todo:
@@ -390,6 +427,9 @@ def described_keys(schema: dict[str, Any] = SCHEMA, prefix: str = "") -> list[st
             todo.append((full, sub))
         for branch in node.get("anyOf", []):
             todo.append((path, branch))
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict) and ("properties" in extra or "anyOf" in extra):
+            todo.append((f"{path}.<name>", extra))
         items = node.get("items")
         if isinstance(items, dict):
             todo.append((path, items))

@@ -65,6 +65,8 @@ def start(options: InitOptions) -> Any:
     fault_list = extra.pop("faults", None) or []
     seed = options.seed
     override = _override
+    if override is not None and override.get("once") and override.get("started"):
+        raise RuntimeError("one simulation per scenario: the program called init() again after shutdown()")
     if override is not None:
         seed = override.get("seed", seed)
         if override.get("cluster") is not None:
@@ -83,8 +85,14 @@ def start(options: InitOptions) -> Any:
     runtime = SimRuntime(options, spec, settings, seed)
     if fault_list:
         runtime.cluster.schedule(*fault_list)
-    if override is not None and override.get("on_start") is not None:
-        override["on_start"](runtime.cluster)
+    if override is not None:
+        override["started"] = True
+        if override.get("on_start") is not None:
+            try:
+                override["on_start"](runtime.cluster)
+            except BaseException:
+                runtime.shutdown()  # nothing may be left running when init fails
+                raise
     return runtime
 
 
@@ -130,14 +138,17 @@ def scenario(
     cluster: Any = None,
     trace_path: str | None = None,
     on_start: Callable[[Any], None] | None = None,
+    once: bool = False,
 ) -> Iterator[None]:
     """Within the block, ``init(mode="sim")`` uses this seed, cluster and trace path,
     whatever the program asks (``detray simulate``: the scenario wins). ``on_start``
     is called with the ``SimCluster`` once it is up, before ``init`` returns (in the
-    driver, at virtual time 0: ``detray simulate`` schedules its faults there)."""
+    driver, at virtual time 0: ``detray simulate`` schedules its faults there; if it
+    raises, the cluster is shut down and ``init`` raises). ``once``: a second ``init``
+    in the block raises ``RuntimeError`` (it would overwrite the first one's trace)."""
     global _override
     previous = _override
-    given = {"seed": seed, "cluster": cluster, "trace_path": trace_path, "on_start": on_start}
+    given = {"seed": seed, "cluster": cluster, "trace_path": trace_path, "on_start": on_start, "once": once or None}
     _override = {k: v for k, v in given.items() if v is not None}
     try:
         yield
