@@ -59,13 +59,21 @@ def pytest_configure(config: pytest.Config) -> None:
     if seeds is not None and seeds < 1:
         raise pytest.UsageError(f"--detray-seeds must be >= 1, got {seeds}")
     if config.getoption("--detray-mode") == "real":
-        import importlib.util
-
-        if importlib.util.find_spec("detray.real") is None:
+        if not _real_runtime_available():
             raise pytest.UsageError(
                 "--detray-mode real: this version of detray has no real runtime yet "
                 "(docs/compatibility.md); run the tests on the simulator (the default)"
             )
+
+
+def _real_runtime_available() -> bool:
+    import importlib
+
+    try:
+        module = importlib.import_module("detray.real")
+    except ModuleNotFoundError:
+        return False
+    return callable(getattr(module, "start", None))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
