@@ -46,5 +46,6 @@ def test_the_bank_agrees_with_the_reference_under_faults(schedule, seed) -> None
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(schedule=ds.fault_schedules(CLUSTER, horizon_s=0.3, kinds=("kill_worker",)), seed=ds.seeds())
 def test_the_two_step_transfer_loses_money_when_retried(schedule, seed) -> None:
-    outcome = dt.run(bank.main_with_retry_bug, cluster=CLUSTER, faults=schedule, seed=seed)
+    # Hunting the app's bug, not detray's: skip the core's per-step self-checks (10x faster).
+    outcome = dt.run(bank.main_with_retry_bug, cluster=CLUSTER, faults=schedule, seed=seed, check_invariants=False)
     dt.check(outcome, REFERENCE_OF_THE_BUGGY_VARIANT, program=bank.main_with_retry_bug)
