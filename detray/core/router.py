@@ -75,6 +75,7 @@ class Router:
         *,
         policy_factory: Callable[[], SchedulingPolicy] | None = None,
         cascade_steps_max: int = CASCADE_STEPS_MAX,
+        report_on_release: bool = True,
     ) -> None:
         self.tasks = TaskManager()
         self.actors = ActorManager()
@@ -95,6 +96,8 @@ class Router:
         self._parked: list[E.TaskArrived] = []
         """Attempts that found no live node at all; delivered when one joins."""
         self._policy_factory = policy_factory
+        self.report_on_release = report_on_release
+        """A node whose task ends with nothing queued there reports its room at once."""
         self._cascade_steps_max = cascade_steps_max
 
     # -- the one entry point ----------------------------------------------------
@@ -214,7 +217,27 @@ class Router:
                     C.DeleteCopy(stimulus_id=event.stimulus_id, obj=obj, node=event.node, reason="result not accepted")
                     for obj, _size in event.return_sizes
                 )
+        if self.report_on_release and event.__class__ is not E.TaskStarted and self._watchers:
+            out.extend(self._report_release(event))
         return out
+
+    def _report_release(self, event: E.Event) -> list[C.Command]:
+        """A node that freed resources and has nothing waiting to use them tells the
+        schedulers waiting for room at once (Ray: the owner reuses the returned lease
+        for its next queued task), instead of at the next periodic report."""
+        node: NodeID = getattr(event, "node")
+        scheduler = self.schedulers.get(node)
+        if scheduler is None or scheduler.queue_length() or self._watchers == [node]:
+            return []
+        self.stats["reports_on_release"] += 1
+        report = E.NodeResourcesReported(
+            now=event.now,
+            stimulus_id=event.stimulus_id,
+            node=node,
+            incarnation=scheduler.incarnation,
+            available=scheduler.available(),
+        )
+        return self._resources_reported(report)
 
     def _result_accepted(self, event: E.TaskFinished | E.TaskFailed) -> bool:
         """True when the task manager settled the task with this very attempt."""

@@ -786,8 +786,8 @@ class SimCluster:
         if scheduler is None or not rec.up:
             return False
         available = scheduler.available()
-        if available == rec.last_report and not force:
-            return False
+        # No "unchanged since my last report" shortcut: other schedulers may have
+        # reserved room here since, and only a report puts their view right.
         rec.last_report = available
         self.feed(
             E.NodeResourcesReported(

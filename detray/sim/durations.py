@@ -8,9 +8,17 @@ the body really took) or draw from anything but the stream of the attempt,
 ``("duration", name, task_id, attempt)``, so adding a task never shifts
 another's duration.
 
-Specs, per function name (``"default"`` for the rest)::
+Specs, per function name (``"default"`` for the rest), in the scenario
+file's form (docs/scenarios.md)::
 
     0.005                                        fixed, seconds
+    {"fixed_s": 0.005}
+    {"normal": {"mean_s": 0.1, "sd_s": 0.02}}    clipped at 0
+    {"uniform": {"low_s": 0.05, "high_s": 0.2}}
+    {"exponential": {"mean_s": 0.1}}
+
+or in the engine's own form::
+
     {"dist": "fixed", "value": 0.005}
     {"dist": "normal", "mean": 0.1, "std": 0.02}   clipped at 0
     {"dist": "uniform", "low": 0.05, "high": 0.2}
@@ -52,6 +60,8 @@ def parse_spec(name: str, spec: Any) -> Dist:
         return Dist("fixed", _seconds(where, spec))
     if not isinstance(spec, Mapping):
         raise TypeError(f"{where}: expected seconds or a dict, got {type(spec).__name__}")
+    if "dist" not in spec and len(spec) == 1:
+        spec = _from_scenario_form(where, spec)
     kind = spec.get("dist", "fixed")
     keys = {"fixed": ("value",), "normal": ("mean", "std"), "uniform": ("low", "high"), "exponential": ("mean",)}
     if kind not in keys:
@@ -67,6 +77,30 @@ def parse_spec(name: str, spec: Any) -> Dist:
     if kind == "uniform" and values[1] < values[0]:
         raise ValueError(f"{where}: uniform needs low <= high, got {values}")
     return Dist(kind, *values)
+
+
+_SCENARIO_FORMS = {
+    "normal": ("normal", {"mean_s": "mean", "sd_s": "std"}),
+    "uniform": ("uniform", {"low_s": "low", "high_s": "high"}),
+    "exponential": ("exponential", {"mean_s": "mean"}),
+}
+
+
+def _from_scenario_form(where: str, spec: Mapping[str, Any]) -> Mapping[str, Any]:
+    ((form, value),) = spec.items()
+    if form == "fixed_s":
+        return {"dist": "fixed", "value": value}
+    if form == "value":
+        return {"dist": "fixed", "value": value}
+    if form not in _SCENARIO_FORMS:
+        raise ValueError(
+            f"{where}: unknown form {form!r}; use seconds, {{fixed_s}}, {{normal: {{mean_s, sd_s}}}}, "
+            "{uniform: {low_s, high_s}} or {exponential: {mean_s}}"
+        )
+    kind, names = _SCENARIO_FORMS[form]
+    if not isinstance(value, Mapping) or set(value) != set(names):
+        raise ValueError(f"{where}: {form} needs exactly {sorted(names)}, got {value!r}")
+    return {"dist": kind, **{names[key]: value[key] for key in names}}
 
 
 def _seconds(where: str, value: Any) -> float:
