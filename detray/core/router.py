@@ -33,7 +33,7 @@ from detray.core import directory as D
 from detray.core import events as E
 from detray.core.actors import ActorManager
 from detray.core.directory import ObjectDirectory
-from detray.core.ids import NodeID
+from detray.core.ids import NodeID, node_of_worker
 from detray.core.policy import SchedulingPolicy
 from detray.core.scheduler import Scheduler
 from detray.core.tasks import WAITER_PREFIX as TASK_WAITER_PREFIX
@@ -222,14 +222,22 @@ class Router:
         return out
 
     def _report_release(self, event: E.Event) -> list[C.Command]:
-        """A node that freed resources and has nothing waiting to use them tells the
-        schedulers waiting for room at once (Ray: the owner reuses the returned lease
-        for its next queued task), instead of at the next periodic report."""
+        """A task ended on a node with nothing waiting there: the node's room is told at
+        once to the scheduler of the task's owner, if work waits there (Ray: the owner
+        gets its lease back and reuses it for its next queued task), instead of at the
+        next periodic report. Only the owner's node hears it: offering the room to every
+        waiting scheduler made queued work hop from node to node."""
         node: NodeID = getattr(event, "node")
         scheduler = self.schedulers.get(node)
-        if scheduler is None or scheduler.queue_length() or self._watchers == [node]:
+        if scheduler is None or scheduler.queue_length():
             return []
-        self.stats["reports_on_release"] += 1
+        owner = self.tasks.owner_of(getattr(event, "task"))
+        if owner is None:
+            return []
+        owner_node = node_of_worker(owner)
+        owner_scheduler = self.schedulers.get(owner_node)
+        if owner_node == node or owner_scheduler is None or not owner_scheduler.waits_for_view():
+            return []
         report = E.NodeResourcesReported(
             now=event.now,
             stimulus_id=event.stimulus_id,
@@ -237,7 +245,10 @@ class Router:
             incarnation=scheduler.incarnation,
             available=scheduler.available(),
         )
-        return self._resources_reported(report)
+        if self.table.report(node, scheduler.incarnation, report.available) != "ok":
+            return []
+        self.stats["reports_on_release"] += 1
+        return self._machines(report, owner_scheduler)
 
     def _result_accepted(self, event: E.TaskFinished | E.TaskFailed) -> bool:
         """True when the task manager settled the task with this very attempt."""
@@ -272,7 +283,17 @@ class Router:
         if self.table.report(event.node, event.incarnation, event.available) != "ok":
             self.stats["stale_resources_report"] += 1
             return []
-        return self._to_watchers(event, event.node)
+        # A report can only newly let work spill into the reporting node: offer it to the
+        # waiting schedulers in id order while it has room, not to every one of them.
+        out: list[C.Command] = []
+        table = self.table
+        for node in list(self._watchers):
+            if not table.has_room(event.node):
+                break
+            scheduler = self.schedulers.get(node)
+            if node != event.node and scheduler is not None:
+                out.extend(self._machines(event, scheduler))
+        return out
 
     def _node_joined(self, event: E.Event) -> list[C.Command]:
         assert isinstance(event, E.NodeJoined)

@@ -387,6 +387,11 @@ class TaskManager:
         """True while the task's record (spec and retry budget) is kept."""
         return task in self._tasks
 
+    def owner_of(self, task: TaskID) -> WorkerID | None:
+        """The worker that submitted ``task`` (None once its record is gone)."""
+        rec = self._tasks.get(task)
+        return None if rec is None else rec.spec.owner
+
     def rebuildable(self, obj: ObjectID) -> bool:
         """True when ``obj`` could be rebuilt from lineage now: a return of a normal task
         whose record is kept (puts and actor-task outputs never are)."""

@@ -101,6 +101,10 @@ class ResourceTable:
         view = self.nodes[node]
         return utilization(view.total, view.available)
 
+    def has_room(self, node: NodeID) -> bool:
+        """The node has something available (it is in the room indexes)."""
+        return node in self._util
+
     def any_feasible(self, request: Mapping[str, int]) -> bool:
         key = tuple(sorted(request.items()))
         known = self._feasible.get(key)
