@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -532,7 +534,32 @@ def _check_nodes(action: str, value: Any, base: PathKey, name: str, node_count: 
             seen[ref] = sub[0]
 
 
-def _check_workload(workload: Mapping[str, Any], scenario_dir: Path, checks: _Checks) -> Path:
+def _find_module(module: str, scenario_dir: Path) -> Any:
+    """The spec of ``module`` with the scenario's directory and the current one on sys.path."""
+    import importlib.util
+
+    added = [p for p in (str(scenario_dir), os.getcwd()) if p not in sys.path]
+    sys.path[:0] = added
+    try:
+        return importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    finally:
+        for path in added:
+            sys.path.remove(path)
+
+
+def _check_workload(workload: Mapping[str, Any], scenario_file: Path, checks: _Checks) -> Path:
+    scenario_dir = scenario_file.parent
+    if "function" in workload:
+        module = str(workload["function"]).partition(":")[0]
+        if _find_module(module, scenario_dir) is None:
+            checks.add(
+                ("workload", "function"),
+                f"workload.function: module {module!r} cannot be imported (looked in {scenario_dir}, the current "
+                "directory and sys.path); give module:function of an importable module",
+            )
+        return scenario_file
     script = (scenario_dir / str(workload["script"])).resolve()
     if not script.is_file():
         what = "is a directory" if script.is_dir() else "does not exist"
@@ -603,7 +630,7 @@ def load(path: str | Path) -> Scenario:
             f"the faults expand to {expanded} scheduled faults; at most {schema.FAULTS_EXPANDED_MAX} (lower count or raise every_s)",
             key=True,
         )
-    script = _check_workload(document["workload"], file.resolve().parent, checks)
+    script = _check_workload(document["workload"], file.resolve(), checks)
     expect = _check_expect(document.get("expect", {}), checks)
     if checks.problems:
         raise ScenarioError([lines.at(line, message) for line, message in sorted(checks.problems, key=lambda p: p[0])])
@@ -619,4 +646,5 @@ def load(path: str | Path) -> Scenario:
         durations=durations,
         fault_entries=tuple(entries),
         expect=expect,
+        function=document["workload"].get("function"),
     )

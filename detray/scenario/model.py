@@ -104,11 +104,15 @@ class Scenario:
     """The ``cluster`` dict ``detray.init(mode="sim", cluster=...)`` takes."""
     node_groups: tuple[NodeGroup, ...]
     script: Path
+    """The program file; for a ``function`` workload, the scenario file (its directory is
+    where the module is looked for)."""
     args: tuple[str, ...]
     durations: Mapping[str, Any]
     """Engine duration specs (``detray.sim.durations``) by function name."""
     fault_entries: tuple[FaultEntry, ...]
     expect: Expectations
+    function: str | None = None
+    """``module:function`` when the workload is a function (``detray.testing`` replays)."""
 
     @property
     def node_count(self) -> int:

@@ -163,11 +163,14 @@ class _Started:
 def _program_environment(scenario: Scenario) -> Iterator[None]:
     """``sys.argv``, ``sys.path`` and ``DETRAY_MODE`` as the program expects them; restored after."""
     script_dir = str(scenario.script.parent)
+    added_cwd = scenario.function is not None and os.getcwd() not in sys.path
     saved_argv = sys.argv
     saved_mode = os.environ.get("DETRAY_MODE")
     modules_before = set(sys.modules)
     sys.argv = [str(scenario.script), *scenario.args]
     sys.path.insert(0, script_dir)
+    if added_cwd:
+        sys.path.insert(1, os.getcwd())
     os.environ["DETRAY_MODE"] = "sim"
     try:
         yield
@@ -175,6 +178,9 @@ def _program_environment(scenario: Scenario) -> Iterator[None]:
         sys.argv = saved_argv
         with contextlib.suppress(ValueError):
             sys.path.remove(script_dir)
+        if added_cwd:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(os.getcwd())
         if saved_mode is None:
             os.environ.pop("DETRAY_MODE", None)
         else:
@@ -206,7 +212,10 @@ def _run_program(scenario: Scenario, started: _Started, *, seed: int, trace_file
     cluster_description = dict(scenario.cluster)
     with sim.scenario(seed=seed, cluster=cluster_description, trace_path=str(trace_file), on_start=started, once=True):
         try:
-            runpy.run_path(str(scenario.script), run_name="__main__")
+            if scenario.function is not None:
+                _call_function(scenario.function)
+            else:
+                runpy.run_path(str(scenario.script), run_name="__main__")
             return Ending.returned()
         except SystemExit as stop:
             return Ending.exited(stop)
@@ -216,6 +225,19 @@ def _run_program(scenario: Scenario, started: _Started, *, seed: int, trace_file
             started.take_snapshot()  # before shutdown, whatever happened
             if detray.is_initialized():
                 detray.shutdown()
+
+
+def _call_function(target: str) -> None:
+    """Import ``module:function``, start the cluster and call it (a replayed test program)."""
+    import importlib
+
+    module_name, _, attr = target.partition(":")
+    value: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        value = getattr(value, part)
+    detray.init()
+    result = value()
+    print(f"{target}() returned {result!r}")
 
 
 def run_scenario(

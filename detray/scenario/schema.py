@@ -160,13 +160,24 @@ CLUSTER: dict[str, Any] = {
 WORKLOAD: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
-    "required": ["script"],
-    "description": "the driver program",
+    "description": "the driver program: a script, or a function",
+    "oneOf": [
+        {"required": ["script"], "not": {"required": ["function"]}},
+        {"required": ["function"], "not": {"required": ["script"]}},
+    ],
     "properties": {
         "script": {
             "type": "string",
             "minLength": 1,
             "description": "path of the Python program, relative to the scenario file; run as __main__ on the head node",
+        },
+        "function": {
+            "type": "string",
+            "pattern": r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*$",
+            "description": (
+                "module:function, imported with the scenario file's directory and the current directory "
+                "on sys.path; called with no arguments after detray.init() (what detray.testing replays)"
+            ),
         },
         "args": {
             "type": "array",
