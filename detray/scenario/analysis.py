@@ -202,7 +202,7 @@ def read_trace(
 class ResourceRecorder:
     """What each task holds while it runs, seen as the cluster starts attempts.
 
-    Installed on a running ``SimCluster`` by wrapping its ``StartTask`` handler
+    Installed on a running ``SimCluster`` as a start observer of its executor
     (the trace's ``task.started`` does not carry resources). Resource shapes
     are interned: one small dict per distinct shape.
     """
@@ -213,21 +213,13 @@ class ResourceRecorder:
         self.complete = True
 
     def install(self, cluster: Any) -> bool:
-        """Start observing ``cluster``; False when its handler table is not there to wrap."""
-        from detray.core import commands as C
-
-        handlers: Any = getattr(cluster, "_handlers", None)
-        original = handlers.get(C.StartTask) if isinstance(handlers, dict) else None
-        if original is None:
-            self.complete = False
-            return False
+        """Start observing ``cluster`` (its executor's start observers)."""
         remember = self.remember
 
-        def start_task(command: Any) -> None:
-            remember(command.spec.task_id, command.spec.resources)
-            original(command)
+        def started(spec: Any, node: str) -> None:
+            remember(spec.task_id, spec.resources)
 
-        handlers[C.StartTask] = start_task
+        cluster.executor.start_observers.append(started)
         return True
 
     def remember(self, task: str, units: Mapping[str, int]) -> None:

@@ -201,9 +201,12 @@ def _one(entry: FaultEntry, at_s: float, node: _NodeDraw) -> list[F.Fault]:
     if action == "restart_node":
         return [F.RestartNode(at_s=at_s, node=int(value))]
     if action == "kill_worker":
-        if isinstance(value, Mapping):
-            return [F.KillWorker(at_s=at_s, node=node(value["node"]), task_name=value.get("task_name"))]
-        return [F.KillWorker(at_s=at_s, node=node(value))]
+        # `random`: any worker running a task anywhere, drawn when the fault happens (a node
+        # drawn up front may have nothing running by then).
+        ref = value["node"] if isinstance(value, Mapping) else value
+        target = None if ref == RANDOM else int(ref)
+        task_name = value.get("task_name") if isinstance(value, Mapping) else None
+        return [F.KillWorker(at_s=at_s, node=target, task_name=task_name)]
     if action == "partition":
         groups = tuple(tuple(int(n) for n in group) for group in value)
         return [F.Partition(at_s=at_s, groups=groups, heal_at_s=entry.heal_at_s)]

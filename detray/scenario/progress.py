@@ -2,9 +2,9 @@
 
 Owns: ``LiveProgress``, a rich ``Live`` display on stderr showing virtual
 time (a bar towards ``expect.max_makespan_s`` when there is one), task
-attempts started, trace events and wall time. It costs the simulation
+attempts done, trace events and wall time. It costs the simulation
 nothing per event: rich's own refresh thread (a few times a second) reads
-three counters of the running cluster (``env.now``, ``executor.starts``,
+three counters of the running cluster (``env.now``, ``executor.finishes``,
 ``len(trace)``), which the simulation keeps anyway. Must not: change the
 cluster, add SimPy events (they would change the trace and hide deadlocks),
 or read the clock inside user code (it runs in rich's thread, which the
@@ -49,7 +49,7 @@ class _Status:
         if cluster is None:
             return Text(f"{self.name}: starting the program ({wall_s:.1f} s)", style="dim")
         now_s = float(cluster.env.now)
-        started = getattr(getattr(cluster, "executor", None), "starts", 0)
+        done = cluster.executor.finishes
         events = len(cluster.trace)
         grid = Table.grid(padding=(0, 1))
         cells: list[RenderableType] = [Text(self.name, style="bold")]
@@ -60,7 +60,7 @@ class _Status:
         grid.add_column()
         of = f" of {self.horizon_s:g}" if self.horizon_s else ""
         cells.append(
-            Text(f"t={now_s:.3f}{of} s virtual | {started:,} tasks started | {events:,} events | {wall_s:.1f} s wall")
+            Text(f"t={now_s:.3f}{of} s virtual | {done:,} tasks done | {events:,} events | {wall_s:.1f} s wall")
         )
         grid.add_row(*cells)
         return Group(grid)

@@ -84,7 +84,11 @@ def start(options: InitOptions) -> Any:
     spec = cluster_of(options)
     runtime = SimRuntime(options, spec, settings, seed)
     if fault_list:
-        runtime.cluster.schedule(*fault_list)
+        try:
+            runtime.cluster.schedule(*fault_list)
+        except BaseException:
+            runtime.shutdown()  # a bad fault refuses init without leaving a cluster running
+            raise
     if override is not None:
         override["started"] = True
         if override.get("on_start") is not None:

@@ -76,7 +76,8 @@ class RestartNode(Fault):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KillWorker(Fault):
     """A worker process dies: ``worker`` by id, else one running a task (named
-    ``task_name`` if given) on ``node``, chosen from the fault's stream."""
+    ``task_name`` if given) on ``node`` (on any node when ``node`` is None), chosen
+    from the fault's stream when the fault happens."""
 
     node: NodeRef | None = None
     worker: str | None = None
@@ -196,8 +197,6 @@ def validate(cluster: Any, fault: Fault) -> None:
         if isinstance(fault, KillNode) and node == cluster.head:
             raise ValueError(f"{fault}: the head node runs the driver and the control plane; it cannot be killed")
     if isinstance(fault, KillWorker):
-        if fault.node is None and fault.worker is None:
-            raise ValueError(f"{fault}: give node= or worker=")
         if fault.node is not None:
             node_of(cluster, fault.node)
     if isinstance(fault, Partition):
@@ -285,16 +284,17 @@ def _kill_worker(cluster: Any, fault: KillWorker, index: int) -> None:
     if fault.worker is not None:
         executor.kill_worker(fault.worker, "killed by a fault")
         return
-    assert fault.node is not None
-    node = node_of(cluster, fault.node)
+    nodes = [node_of(cluster, fault.node)] if fault.node is not None else sorted(cluster.nodes)
+    node = nodes[0] if fault.node is not None else None
     candidates = []
-    for worker_id in sorted(cluster.nodes[node].workers):
-        worker = executor.workers.get(worker_id)
-        if worker is None or not worker.alive or not worker.runs:
-            continue
-        if fault.task_name is not None and not any(run.spec.name == fault.task_name for run in worker.runs.values()):
-            continue
-        candidates.append(worker_id)
+    for where in nodes:
+        for worker_id in sorted(cluster.nodes[where].workers):
+            worker = executor.workers.get(worker_id)
+            if worker is None or not worker.alive or not worker.runs:
+                continue
+            if fault.task_name is not None and not any(run.spec.name == fault.task_name for run in worker.runs.values()):
+                continue
+            candidates.append(worker_id)
     if not candidates:
         cluster.count("kill_worker_found_none")
         cluster.emit(node, "fault.no_target", fault="KillWorker")

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import contextvars
 import inspect
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from detray.core import commands as C
@@ -87,6 +87,10 @@ class Executor:
         self._pid_count = 0
         self._loops: list[VirtualLoop] = []
         self.starts = 0
+        self.finishes = 0
+        """Attempts that ended (finished, failed or cancelled); ``starts`` counts those begun."""
+        self.start_observers: list[Callable[[TaskSpec, NodeID], None]] = []
+        """Called with (spec, node) as each attempt starts (tools: utilization, progress)."""
         """Attempts started so far (progress, as the resource refresh sees it)."""
 
     # -- workers -------------------------------------------------------------------------------
@@ -197,6 +201,8 @@ class Executor:
         )
         worker.runs[task] = run
         self.starts += 1
+        for observe in self.start_observers:
+            observe(spec, command.node)
         c.feed(E.TaskStarted(now=now, stimulus_id=task, task=task, attempt=command.attempt, node=command.node, worker=command.worker))
         c.mark_dirty(command.node)
         c.emit(command.node, "task.started", task=task, attempt=command.attempt, worker=command.worker, name=spec.name)
@@ -500,6 +506,7 @@ class Executor:
     ) -> None:
         if run.ended or run.token != token:
             return
+        self.finishes += 1
         c = self.c
         spec = run.spec
         task = spec.task_id

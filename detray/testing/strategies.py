@@ -117,7 +117,8 @@ def faults(
     if kind == "restart_node":
         return F.RestartNode(at_s=at_s, node=draw(other_node))
     if kind == "kill_worker":
-        return F.KillWorker(at_s=at_s, node=draw(any_node))
+        # None: any worker running a task, wherever it is when the fault happens.
+        return F.KillWorker(at_s=at_s, node=draw(any_node | st.none()))
     if kind == "partition":
         cut = sorted(draw(st.sets(other_node, min_size=1, max_size=nodes - 1)))
         heal = draw(st.none() | _times(horizon_s).map(lambda t: at_s + t))

@@ -184,7 +184,7 @@ def test_a_terminal_gets_a_progress_display_that_does_not_disturb_the_summary() 
     out = process.stdout.read().decode() if process.stdout else ""
     assert process.wait(timeout=120) == 0
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown.decode(errors="replace"))
-    assert re.search(r"t=[\d.]+ of 5 s virtual \| \d+ tasks started", text), text
+    assert re.search(r"t=[\d.]+ of 5 s virtual \| \d+ tasks done", text), text
     assert "tiny: total=140" in out.splitlines()  # stdout is not the terminal: the program's output stays there
     assert summary_value(out, "expectations") == "4/4 met: all met"
 

@@ -145,15 +145,18 @@ def test_random_nodes_follow_the_seed_and_spare_the_head(tmp_path: Path) -> None
     path = _scenario(
         tmp_path,
         "",
-        "faults:\n  - {every_s: 0.5, kill_worker: random, count: 20}\n  - {rate_per_s: 2, kill_node: random, until_s: 9}\n",
+        "faults:\n  - {every_s: 0.5, evict_objects: {node: random, fraction: 0.5}, count: 20}\n"
+        "  - {rate_per_s: 2, kill_node: random, until_s: 9}\n  - {at_s: 1, kill_worker: random}\n",
         nodes="[{count: 8}]",
     )
     scenario = load(path)
-    picks = [fault.node for fault in scenario.faults(1) if isinstance(fault, F.KillWorker)]
+    picks = [fault.node for fault in scenario.faults(1) if isinstance(fault, F.EvictCopies)]
     assert [fault.at_s for fault in scenario.faults(1)][:3] == [0.5, 1.0, 1.5]
     assert len(picks) == 20 and 0 not in picks
-    assert picks == [fault.node for fault in scenario.faults(1) if isinstance(fault, F.KillWorker)]
-    assert picks != [fault.node for fault in scenario.faults(2) if isinstance(fault, F.KillWorker)]
+    assert picks == [fault.node for fault in scenario.faults(1) if isinstance(fault, F.EvictCopies)]
+    assert picks != [fault.node for fault in scenario.faults(2) if isinstance(fault, F.EvictCopies)]
+    # A random worker kill picks its victim among the workers running when it happens.
+    assert [f.node for f in scenario.faults(1) if isinstance(f, F.KillWorker)] == [None]
     (random_faults,) = [fault for fault in scenario.faults(1) if isinstance(fault, F.RandomFaults)]
     assert random_faults == F.RandomFaults(
         at_s=0.0, rate_per_s=2.0, end_s=9.0, kinds=("kill_node",), max_faults=100, restart_after_s=None

@@ -300,3 +300,11 @@ def test_rebuilding_an_object_also_rebuilds_its_freed_arguments():
     faults.schedule(faults.KillNode(node=1, at_s=time.monotonic()))
     time.sleep(2.0)
     assert ray.get(total) == 42
+
+
+def test_a_bad_fault_given_to_init_leaves_nothing_running() -> None:
+    with pytest.raises(ValueError, match="cannot be killed"):
+        ray.init(mode="sim", seed=0, cluster={"nodes": [{"count": 2}]}, faults=[faults.KillNode(at_s=0.1, node=0)])
+    assert not ray.is_initialized()
+    ray.init(mode="sim", seed=0)  # and the next init works
+    ray.shutdown()
