@@ -307,8 +307,10 @@ class Router:
         assert verdict == "ok", (event, verdict)
         joined = Scheduler(event.node, policy=policy, table=self.table)
         previous = self.schedulers.get(event.node)
+        last = next(reversed(self.schedulers), None)
         self.schedulers[event.node] = joined
-        if previous is None:
+        if previous is None and last is not None and event.node < last:
+            # Keep node-id order; nodes usually join in id order, and then it holds as is.
             self.schedulers = dict(sorted(self.schedulers.items()))
         out = self._machines(event, self.tasks, self.actors, self.directory, joined)
         out.extend(self._to_watchers(event, event.node))
