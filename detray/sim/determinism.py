@@ -22,6 +22,7 @@ import importlib
 import json
 import os
 import runpy
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,7 +46,9 @@ class DeterminismReport:
     lines: tuple[int, int]
     digests: tuple[str, str]
     difference: tuple[int, str | None, str | None] | None
-    traces: tuple[str, str]
+    traces: tuple[str, str] | None
+    """Paths of both traces when they differ (kept to inspect), or when the caller gave
+    ``workdir``; None when identical traces in a directory of our own were removed."""
     """Paths of the two trace files."""
 
     def __bool__(self) -> bool:
@@ -62,7 +65,7 @@ class DeterminismReport:
                 f"({self.lines[0]} vs {self.lines[1]} lines)",
                 f"  this process:  {first if first is not None else '<trace ended>'}",
                 f"  fresh process: {second if second is not None else '<trace ended>'}",
-                f"  traces: {self.traces[0]} {self.traces[1]}",
+                f"  traces: {self.traces[0]} {self.traces[1]}" if self.traces else "",
             ]
         )
 
@@ -173,12 +176,16 @@ def check_determinism(
         first_lines = first.read().splitlines()
     with open(second_path, encoding="ascii") as second:
         second_lines = second.read().splitlines()
+    traces: tuple[str, str] | None = (first_path, second_path)
+    if difference is None and workdir is None:
+        shutil.rmtree(directory, ignore_errors=True)  # nothing to inspect: leave nothing behind
+        traces = None
     return DeterminismReport(
         identical=difference is None,
         lines=(len(first_lines), len(second_lines)),
         digests=(digest_lines(first_lines), digest_lines(second_lines)),
         difference=difference,
-        traces=(first_path, second_path),
+        traces=traces,
     )
 
 
