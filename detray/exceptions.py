@@ -503,8 +503,9 @@ class ObjectStoreFullError(RayError):
 
     def __str__(self) -> str:
         return super().__str__() + (
-            "\nThe object store is full of objects that are still in scope and cannot be "
-            "evicted, and spilling is not available."
+            "\nTip: objects still in scope stay pinned (they spill to disk only where spilling "
+            "is enabled), and the arguments of queued and running tasks stay in memory until "
+            "those tasks end."
         )
 
 

@@ -40,11 +40,61 @@ unheld secondaries (LRU, ties by object id), then, when the node has
 cannot free enough, nothing is touched and the placement fails: a new
 primary is then spilled itself (spill enabled) or fails with
 ``OBJECT_STORE_FULL`` (details: object size, store capacity, pinned bytes);
-a secondary copy is not kept (``DeleteCopy``) and the fetch waiters that
-wanted it on that node get an ``OBJECT_STORE_FULL`` failure for it (the
+a secondary copy is not kept (``DeleteCopy``): an admitted argument fetch
+that wanted it goes back in line (see *Admission*), a ``get``/``wait``
+fetch on that node gets an ``OBJECT_STORE_FULL`` failure for it (the
 object itself stays available elsewhere). So, always: a node's used bytes
 equal the sizes of its in-memory copies, and never exceed its capacity
-(spilled bytes do not count).
+(spilled bytes do not count). A copy is *pinned* when no plan may free it:
+it is held, or it is a primary on a node that cannot spill; each store
+counts its pinned bytes and its *inbound* bytes (pulls to it and restores
+on it in flight), so a placement fits exactly when pinned + size <=
+capacity.
+
+*Admission* (Ray's pull admission control). An attempt's argument fetch
+that is not satisfied at once waits in its node's FIFO line
+(``WAITING_FOR_ROOM``, see ``FETCH_TRANSITIONS``) until its arguments fit
+together beside what the node keeps for others: pinned + inbound bytes not
+its own + the sizes of all its live arguments <= capacity. Only then is it
+*admitted* (pulls and restores start, copies are held as they arrive). A
+fetch whose arguments are all in memory there already is answered at once,
+line or not: it takes no new room. A waiting fetch holds nothing and starts nothing, but it is a registered
+waiter: failures and frees of its objects reach it, and a lost object it
+needs is reported (reconstruction does not wait for room). Whenever a
+store's pinned or inbound bytes change, or a waiting fetch's objects
+change, the store is marked and, at the end of the event, its line is
+admitted from the head while the head fits (strict FIFO: nobody overtakes
+a head that does not fit). A fetch fails with ``OBJECT_STORE_FULL`` only
+when it can never fit: its arguments together are larger than the store,
+or, on a node that cannot spill, larger than what the primaries kept there
+leave; or when the node already has ``waiting_for_room_max`` fetches
+waiting (a safety bound). An admitted fetch whose copy still arrives
+without room (room it counted on was taken by something that is not
+admitted: a ``get``, a new primary, a fetch satisfied at once; or by an
+admitted fetch whose bytes were not on their way yet when it was counted:
+an object still being created, restored on another node, or waiting for
+a pull retry) lets go of
+its holds and goes back in line in arrival order; it is not readmitted
+before room frees, since the check that admits it is the one that just
+failed. No deadlock between fetches: only admitted fetches hold, a
+waiting one holds nothing, and a held copy belongs to an attempt whose
+arguments are all local (it waits only for resources and a worker, never
+for a fetch) or to one still pulling (which never waits for room: it goes
+back in line instead). What remains is the case Ray has too (its pull
+manager warns that the job "may hang"): a running task whose held
+arguments fill the store blocks in ``get`` on a task whose arguments do
+not fit beside them (directly, or through an attempt that waits for
+resources the blocked task keeps, such as its GPUs); the simulator
+reports it as a deadlock. ``get`` and
+``wait`` fetches are not queued (Ray gives them priority over task
+arguments): a running task may wait in ``get`` behind its own held
+arguments, so they pull at once and fail as before when a copy finds no
+room on their node. A restore on a home node for fetches elsewhere (the
+only copy is spilled there; any fetch, a ``get`` too) waits in that
+node's ``restores_waiting`` until it fits beside what the node keeps,
+then starts; it fails nobody (only an object larger than that store
+fails, as before). ``room_wanted`` tells a diagnosis (the simulator's
+deadlock report) what a waiting fetch needs.
 
 *Waiters.* ``ObjectsRequested(waiter, node, objects, num_required, fetch)``
 registers a waiter (objects are deduplicated, ``num_required`` is clamped to
@@ -63,7 +113,8 @@ a node that dies is dropped without a wake (counted).
 a copy spilled on that node is restored there (``RestoreObject``); otherwise
 it is pulled (``PullObject``) from the lowest node id holding an in-memory
 copy, at most one pull in flight per (object, node). When the only copy is
-a spilled primary elsewhere, it is restored on its node first, then pulled.
+a spilled primary elsewhere, it is restored on its node first (when it fits
+there, see *Admission*), then pulled.
 A failed pull is retried from the next holder not yet tried; when every
 holder has failed, a ``SetTimer`` (``pull_retry_s`` later) retries them all:
 the object still has copies, so it is not lost. ``ObjectPullFailed`` never
@@ -90,8 +141,10 @@ directory does not know attempts: a result reported from a live node is a
 real copy in its store and is kept (the task manager judges attempts); a
 result of a failed object is deleted on arrival. An object larger than the
 store it was spilled on can never be restored: fetches of it fail with
-``OBJECT_STORE_FULL`` (there is no fallback allocation as in Ray's plasma). There are no cascades across objects here:
-every handler does work bounded by the copies and waiters it touches.
+``OBJECT_STORE_FULL`` (there is no fallback allocation as in Ray's plasma).
+There are no cascades across objects here: every handler does work bounded
+by the copies and waiters it touches, and the admission passes at the end of
+an event run as a work list over the stores it marked, with a loud cap.
 
 Internal commands, as the router delivers them (helpers below):
 ``FetchArguments`` -> ``fetch_request`` -> ``ObjectsRequested(fetch=True,
@@ -155,6 +208,10 @@ FREED_REMEMBERED_MAX = 100_000
 """Tombstones of freed objects kept; older ones are forgotten (then unknown, not freed)."""
 STORY_LINES_MAX = 50_000
 """Story lines kept, all ids together (the oldest go first)."""
+WAITING_FOR_ROOM_MAX = 100_000
+"""Argument fetches waiting per node at most (admitted or in line); more are refused."""
+ADMISSION_PASSES_MAX = 1_000_000
+"""Admission passes in one event at most: more is a bug (a pass that keeps re-marking)."""
 
 FETCH_WAITER_PREFIX = "fetch:"
 PULL_RETRY_TIMER_PREFIX = "directory:pull-retry:"
@@ -180,6 +237,23 @@ class CopyState(enum.Enum):
     SPILLED = "spilled"
 
 
+class FetchState(enum.Enum):
+    """An attempt's argument fetch (waiter ``fetch:<task>:<attempt>:<node>``), in order."""
+
+    NEW = "new"
+    WAITING_FOR_ROOM = "waiting_for_room"
+    """In its node's line: its arguments do not fit yet; it holds and pulls nothing."""
+    ADMITTED = "admitted"
+    """Pulling and restoring; it holds the copies that arrived."""
+    HOLDING = "holding"
+    """Answered with every argument local: holds them until ``ReleaseArguments``."""
+    DONE = "done"
+    """Forgotten: released, answered with a failure, cancelled, or its node died."""
+
+    def __str__(self) -> str:  # story lines format members lazily: "new -> admitted"
+        return self.value
+
+
 _S = ObjectStatus
 TRANSITIONS: dict[tuple[ObjectStatus, ObjectStatus], str] = {
     (_S.PENDING, _S.AVAILABLE): "created: TaskFinished/TaskFailed/ObjectPut stored the primary",
@@ -201,6 +275,21 @@ COPY_TRANSITIONS: dict[tuple[CopyState, CopyState], str] = {
     (CopyState.SPILLED, CopyState.IN_MEMORY): "ObjectRestored: read back for a fetch",
 }
 """Legal moves of one copy (a copy is created in memory, or spilled when it cannot fit)."""
+
+_F = FetchState
+FETCH_TRANSITIONS: dict[tuple[FetchState, FetchState], str] = {
+    (_F.NEW, _F.HOLDING): "every argument already local: answered at once",
+    (_F.NEW, _F.ADMITTED): "fits beside what the node keeps, nobody in line",
+    (_F.NEW, _F.WAITING_FOR_ROOM): "does not fit yet, or others wait in line",
+    (_F.NEW, _F.DONE): "can never fit (or a failed argument): answered with the failure",
+    (_F.WAITING_FOR_ROOM, _F.ADMITTED): "first in line and room freed (holds released, copies gone)",
+    (_F.WAITING_FOR_ROOM, _F.DONE): "can never fit, every argument failed, cancelled, node died",
+    (_F.ADMITTED, _F.WAITING_FOR_ROOM): "a copy arrived without room: holds let go, back in line",
+    (_F.ADMITTED, _F.HOLDING): "every argument local: answered",
+    (_F.ADMITTED, _F.DONE): "answered with a failure, cancelled, node died",
+    (_F.HOLDING, _F.DONE): "ReleaseArguments (the attempt left), fetched again, node died",
+}
+"""Legal moves of an argument fetch; admission control is the ``WAITING_FOR_ROOM`` state."""
 
 
 @dataclass(slots=True)
@@ -254,6 +343,14 @@ class _Store:
     fetch_waiters: dict[str, None] = field(default_factory=dict)
     held_fetches: dict[str, None] = field(default_factory=dict)
     """Answered argument fetches on this node still holding their copies."""
+    pinned_bytes: int = 0
+    """In-memory copies no plan may free: held, or primaries when spilling is off."""
+    inbound_bytes: int = 0
+    """Objects on their way into memory here: pulls to this node, restores on it."""
+    room_line: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    """Argument fetches waiting for room, in arrival order (``_Waiter.seq``)."""
+    restores_waiting: dict[ObjectID, None] = field(default_factory=dict)
+    """Spilled primaries here to restore, for fetches elsewhere, when room frees."""
 
 
 @dataclass(slots=True)
@@ -265,6 +362,14 @@ class _Waiter:
     fetch: bool
     ready: dict[ObjectID, None] = field(default_factory=dict)
     failed: dict[ObjectID, Failure] = field(default_factory=dict)
+    argument_fetch: bool = False
+    """An attempt's argument fetch: admission control and holds after the wake apply."""
+    state: FetchState = FetchState.NEW
+    """Only meaningful for an argument fetch."""
+    in_line: bool = False
+    """Waiting for room (``state is WAITING_FOR_ROOM``): nothing is ready, nothing held."""
+    seq: int = 0
+    """Arrival order of argument fetches (the line's order)."""
 
 
 @dataclass(slots=True)
@@ -383,10 +488,15 @@ class ObjectDirectory:
         pull_retry_s: float = PULL_RETRY_S,
         freed_remembered_max: int = FREED_REMEMBERED_MAX,
         story_lines_max: int = STORY_LINES_MAX,
+        waiting_for_room_max: int = WAITING_FOR_ROOM_MAX,
     ) -> None:
         self.stats: Counter[str] = Counter()
         self._pull_retry_s = pull_retry_s
         self._freed_max = freed_remembered_max
+        self._waiting_max = waiting_for_room_max
+        self._fetch_seq = 0
+        self._marked: dict[NodeID, None] = {}
+        """Stores whose line or waiting restores may move: passed over at the end of the event."""
         self._objects: dict[ObjectID, _Object] = {}
         self._stores: dict[NodeID, _Store] = {}
         self._waiters: dict[str, _Waiter] = {}
@@ -426,6 +536,8 @@ class ObjectDirectory:
         self._sid = event.stimulus_id
         self._now = event.now
         handler(event)
+        if self._marked:
+            self._admission_passes()
         self._out = []
         return out
 
@@ -526,6 +638,39 @@ class ObjectDirectory:
         """Waiter ids of the answered argument fetches still holding copies, sorted."""
         return tuple(sorted(self._held))
 
+    def fetch_state(self, waiter: str) -> FetchState | None:
+        """Where an argument fetch is (None: not an argument fetch the directory knows)."""
+        w = self._waiters.get(waiter)
+        if w is not None:
+            return w.state if w.argument_fetch else None
+        return FetchState.HOLDING if waiter in self._held else None
+
+    def waiting_for_room(self, node: NodeID) -> tuple[str, ...]:
+        """The argument fetches in ``node``'s line, first in line first."""
+        store = self._stores.get(node)
+        return tuple(store.room_line) if store is not None else ()
+
+    def pinned_bytes(self, node: NodeID) -> int:
+        """Bytes of ``node``'s in-memory copies that no eviction or spill may free."""
+        store = self._stores.get(node)
+        return store.pinned_bytes if store is not None else 0
+
+    def room_wanted(self, waiter: str) -> tuple[int, int, int, int] | None:
+        """For an argument fetch waiting for room: (bytes its arguments take together,
+        bytes its node keeps for others (pinned or on their way in), the store's
+        capacity, fetches ahead of it in line); None for any other waiter."""
+        w = self._waiters.get(waiter)
+        if w is None or not w.in_line:
+            return None
+        store = self._stores[w.node]
+        total, others = self._room_need(w, store)
+        ahead = 0
+        for wid in store.room_line:
+            if wid == waiter:
+                break
+            ahead += 1
+        return total, others, store.capacity_bytes, ahead
+
     def objects(self) -> tuple[ObjectID, ...]:
         """Every object with a record (not the freed tombstones), sorted."""
         return tuple(sorted(self._objects))
@@ -579,11 +724,13 @@ class ObjectDirectory:
         for wid in list(store.fetch_waiters):
             self.stats["waiters_dropped_node_died"] += 1
             self._log(wid, "dropped: its node %s died", node)
-            self._forget_waiter(self._waiters[wid])
+            w = self._waiters[wid]
+            self._forget_waiter(w)
+            self._fetch_done(w, "its node died")
         for wid in list(store.held_fetches):
             self.stats["held_fetches_dropped_node_died"] += 1
             self._log(wid, "holds dropped: its node %s died", node)
-            self._release_held(self._held[wid])
+            self._release_held(self._held[wid], "its node died")
         affected: dict[ObjectID, None] = {}
         for obj in list(store.incoming):
             self._end_pull(self._objects[obj], node)
@@ -594,6 +741,8 @@ class ObjectDirectory:
             self._drop_copy(self._objects[obj], node, delete_reason=None)
             affected[obj] = None
         assert store.used_bytes == 0, (node, store.used_bytes)
+        assert store.pinned_bytes == 0 and store.inbound_bytes == 0, (node, store)
+        assert not store.room_line and not store.restores_waiting, (node, store)
         for obj in sorted(affected):
             rec = self._objects.get(obj)
             if rec is not None:
@@ -673,9 +822,7 @@ class ObjectDirectory:
             self.stats["copies_dropped_no_room"] += 1
             store = self._stores[node]
             self._emit_delete(obj, node, "no room for a secondary copy")
-            self._fail_fetches(
-                rec, self._store_full(rec, store, "cannot be copied there"), lambda w: w.node == node
-            )
+            self._no_room_here(rec, node, self._store_full(rec, store, "cannot be copied there now"))
         self._refresh(rec)
 
     def _on_object_pull_failed(self, event: ObjectPullFailed) -> None:
@@ -700,23 +847,21 @@ class ObjectDirectory:
         assert rec.primary == node, (obj, node, rec.primary)
         copy.restoring = False
         store = self._stores[node]
+        self._inbound(store, -rec.size_bytes)
         if self._make_room(store, rec.size_bytes):
             self._set_copy_state(rec, node, copy, CopyState.IN_MEMORY)
             del store.spilled[obj]
             store.primaries[obj] = None
             store.used_bytes += rec.size_bytes
         else:
-            # Keep it on disk (the driver drops what it read back) and tell whoever needed it.
+            # Keep it on disk (the driver drops what it read back). Fetches here: an
+            # admitted argument fetch goes back in line, a get fails; fetches elsewhere
+            # wait until it fits here (``_refresh`` puts it in ``restores_waiting``).
             self.stats["restores_without_room"] += 1
             self._out.append(
                 SpillObject(stimulus_id=self._sid, obj=obj, node=node, size_bytes=rec.size_bytes)
             )
-            only_on_disk = len(rec.copies) == 1
-            self._fail_fetches(
-                rec,
-                self._store_full(rec, store, "cannot be restored"),
-                lambda w: only_on_disk or w.node == node,
-            )
+            self._no_room_here(rec, node, self._store_full(rec, store, "cannot be restored now"))
         self._refresh(rec)
 
     def _on_copies_evicted(self, event: CopiesEvicted) -> None:
@@ -795,6 +940,8 @@ class ObjectDirectory:
             w = self._waiters[wid]
             w.ready.pop(obj, None)  # a fetch hold died with the copy
             w.failed[obj] = gone
+            if w.in_line:
+                self._mark(w.node)  # it needs less room now
         for wid in list(rec.waiters):
             w = self._waiters[wid]
             if len(w.ready) + len(w.failed) >= w.required:
@@ -815,7 +962,7 @@ class ObjectDirectory:
             # takes over; copies still local are ready (and held) again at once.
             self.stats["refetches"] += 1
             self._log(wid, "fetched again: the old holds are replaced")
-            self._release_held(held)
+            self._release_held(held, "fetched again")
         objects = tuple(dict.fromkeys(event.objects))
         w = _Waiter(
             waiter=wid,
@@ -823,11 +970,15 @@ class ObjectDirectory:
             objects=objects,
             required=min(max(event.num_required, 0), len(objects)),
             fetch=event.fetch,
+            argument_fetch=event.fetch and wid.startswith(FETCH_WAITER_PREFIX)
+            and parse_fetch_waiter(wid) is not None,
         )
         if self._satisfied_at_once(w):  # the common case: nothing to register
             self._announce_wake(w)
             self._keep_holds(w)
             return
+        if w.argument_fetch and not self._line_up(w):
+            return  # refused: it can never fit
         w.ready.clear()
         w.failed.clear()
         self._waiters[wid] = w
@@ -849,12 +1000,15 @@ class ObjectDirectory:
             rec.waiters[wid] = None
             self._resolve(w, rec)
             recs.append(rec)
+        if w.in_line:
+            self._stores[w.node].room_line[wid] = None  # the newest: the end of the line
         if len(w.ready) + len(w.failed) >= w.required:
             self._wake(w)
             return
+        dests = (w.node,) if w.fetch and not w.in_line else ()
         for rec in recs:
             if rec.obj not in w.ready and rec.obj not in w.failed:
-                self._pursue(rec, (w.node,) if w.fetch else (), needed=True)
+                self._pursue(rec, dests, needed=True)
 
     def _on_waiter_cancelled(self, event: WaiterCancelled) -> None:
         w = self._waiters.get(event.waiter)
@@ -865,11 +1019,12 @@ class ObjectDirectory:
                 return
             self.stats["fetch_holds_released"] += 1
             self._log(held.waiter, "released: the attempt left %s", held.node)
-            self._release_held(held)
+            self._release_held(held, "released: the attempt left")
             return
         self.stats["waiters_cancelled"] += 1
         self._log(w.waiter, "cancelled")
         self._forget_waiter(w)
+        self._fetch_done(w, "cancelled")
 
     def _satisfied_at_once(self, w: _Waiter) -> bool:
         """Judge every object for a new waiter without side effects; True if it is satisfied."""
@@ -906,9 +1061,11 @@ class ObjectDirectory:
             return  # failures are final; a held copy stays ready until it is dropped
         verdict = self._verdict(rec, w.fetch, w.node)
         if verdict is True:
+            if w.in_line:
+                return  # waiting for room: nothing is ready (or held) before admission
             w.ready[obj] = None
             if w.fetch:
-                rec.copies[w.node].holds += 1
+                self._hold(rec, w.node)
         elif verdict is False:
             w.ready.pop(obj, None)
         else:
@@ -919,12 +1076,12 @@ class ObjectDirectory:
         """A failure when ``rec`` can never be in memory on ``node`` (too big), else None."""
         store = self._stores[node]
         if rec.size_bytes > store.capacity_bytes:
-            return self._store_full(rec, store, "is larger than the object store")
+            return self._too_big(rec, store, "is larger than the object store")
         assert rec.primary is not None
         only_on_disk = len(rec.copies) == 1 and rec.copies[rec.primary].state is CopyState.SPILLED
         home = self._stores[rec.primary]
         if only_on_disk and rec.size_bytes > home.capacity_bytes:
-            return self._store_full(rec, home, "is spilled and larger than the store to restore it in")
+            return self._too_big(rec, home, "is spilled and larger than the object store to restore it in")
         return None
 
     def _refresh(self, rec: _Object) -> None:
@@ -936,11 +1093,13 @@ class ObjectDirectory:
         for wid in rec.waiters:
             w = self._waiters[wid]
             self._resolve(w, rec)
+            if w.in_line:
+                self._mark(w.node)  # what it needs may have changed
             if len(w.ready) + len(w.failed) >= w.required:
                 satisfied.append(w)
             elif obj not in w.ready and obj not in w.failed:
                 needed = True
-                if w.fetch:
+                if w.fetch and not w.in_line:
                     dests[w.node] = None
         for w in satisfied:
             self._wake(w)
@@ -968,8 +1127,12 @@ class ObjectDirectory:
     def _keep_holds(self, w: _Waiter) -> None:
         """After the wake of an argument fetch with every argument local: hold the
         copies until the attempt leaves the node (``ReleaseArguments``)."""
-        if not w.fetch or w.failed or parse_fetch_waiter(w.waiter) is None:
+        if not w.argument_fetch:
             return
+        if w.failed:
+            self._fetch_done(w, "answered with a failure")
+            return
+        self._fetch_move(w, FetchState.HOLDING, "every argument local")
         node = w.node
         ready = w.ready
         held = _HeldFetch(w.waiter, node, {obj: None for obj in w.objects if obj in ready})
@@ -977,18 +1140,19 @@ class ObjectDirectory:
         self._stores[node].held_fetches[w.waiter] = None
         for obj in held.objects:
             rec = self._objects[obj]
-            rec.copies[node].holds += 1
+            self._hold(rec, node)
             rec.holders[w.waiter] = None
 
-    def _release_held(self, held: _HeldFetch) -> None:
+    def _release_held(self, held: _HeldFetch, why: str) -> None:
         """Let go of every copy an answered fetch holds (the copies stay, unpinned)."""
         del self._held[held.waiter]
         del self._stores[held.node].held_fetches[held.waiter]
         for obj in held.objects:
             rec = self._objects[obj]
             del rec.holders[held.waiter]
-            rec.copies[held.node].holds -= 1
+            self._unhold(rec, held.node)
         held.objects.clear()
+        self._log(held.waiter, "%s -> %s: %s", FetchState.HOLDING, FetchState.DONE, why)
 
     def _held_copy_gone(self, rec: _Object, node: NodeID) -> None:
         """A held copy of ``rec`` on ``node`` was removed: end the pulls it sourced,
@@ -1038,23 +1202,300 @@ class ObjectDirectory:
     def _forget_waiter(self, w: _Waiter) -> None:
         del self._waiters[w.waiter]
         if w.fetch:
-            self._stores[w.node].fetch_waiters.pop(w.waiter, None)
+            store = self._stores[w.node]
+            store.fetch_waiters.pop(w.waiter, None)
+            if w.in_line:
+                del store.room_line[w.waiter]
+                self._mark(w.node)  # a new head, perhaps
         for obj in w.objects:
             rec = self._objects.get(obj)
             if rec is None:
                 continue
             rec.waiters.pop(w.waiter, None)
             if w.fetch and obj in w.ready:
-                rec.copies[w.node].holds -= 1
+                self._unhold(rec, w.node)
             if rec.status is ObjectStatus.PENDING and not rec.waiters:
                 del self._objects[obj]
 
-    def _fail_fetches(self, rec: _Object, why: Failure, which: Callable[[_Waiter], bool]) -> None:
-        """Fail ``rec`` for the fetch waiters still waiting for it that ``which`` selects."""
+    def _no_room_here(self, rec: _Object, node: NodeID, why: Failure) -> None:
+        """``rec`` found no room on ``node``: the admitted argument fetches there that
+        wait for it go back in line; the other fetches there (``get``, ``wait``) fail it."""
+        back: list[_Waiter] = []
         for wid in rec.waiters:
             w = self._waiters[wid]
-            if w.fetch and rec.obj not in w.ready and rec.obj not in w.failed and which(w):
+            if not w.fetch or w.node != node or w.in_line:
+                continue
+            if rec.obj in w.ready or rec.obj in w.failed:
+                continue
+            if w.argument_fetch:
+                back.append(w)
+            else:
                 w.failed[rec.obj] = why
+        for w in back:
+            self._send_back(w)
+
+    # -- admission: argument fetches wait in line for room ------------------------------
+
+    def _line_up(self, w: _Waiter) -> bool:
+        """Admit a new argument fetch, put it in its node's line, or refuse it (False:
+        answered at once with the failure). ``w`` is not registered yet; its ``failed``
+        holds the verdicts of ``_satisfied_at_once``."""
+        store = self._stores[w.node]
+        self._fetch_seq += 1
+        w.seq = self._fetch_seq
+        total, others = self._room_need(w, store)
+        fits = others + total <= store.capacity_bytes  # then it can fit, of course
+        if fits and not store.room_line and len(store.fetch_waiters) < self._waiting_max:
+            self._fetch_move(w, FetchState.ADMITTED, "fits beside what the node keeps")
+            return True
+        refusal = None if fits else self._never_fits(w, store, total)
+        if refusal is None and len(store.fetch_waiters) >= self._waiting_max:
+            refusal = failure(
+                ErrorKind.OBJECT_STORE_FULL,
+                f"{len(store.fetch_waiters)} fetches already wait on {store.node} (at most "
+                f"{self._waiting_max}): the argument fetch {w.waiter} is refused",
+                node=store.node,
+                waiting_fetches=len(store.fetch_waiters),
+            )
+        if refusal is not None:
+            self.stats["fetches_refused"] += 1
+            w.ready.clear()
+            for obj in w.objects:
+                if obj not in w.failed:
+                    w.failed[obj] = refusal
+            self._announce_wake(w)
+            self._fetch_move(w, FetchState.DONE, "refused: %s", refusal.message)
+            return False
+        w.in_line = True
+        self.stats["fetches_waiting_for_room"] += 1
+        self._fetch_move(
+            w,
+            FetchState.WAITING_FOR_ROOM,
+            "needs %s bytes beside %s kept for others, store %s bytes, %s ahead in line",
+            total,
+            others,
+            store.capacity_bytes,
+            len(store.room_line),
+        )
+        return True
+
+    def _room_need(self, w: _Waiter, store: _Store) -> tuple[int, int]:
+        """(bytes the fetch's live arguments take together in ``store``, bytes the store
+        keeps for others: pinned and inbound bytes that are not its arguments).
+
+        It fits exactly when the sum is at most the capacity: what is not pinned can be
+        evicted or spilled, and inbound copies will take their room. An argument that
+        failed for it, or whose size is not known yet, counts nothing.
+        """
+        node = store.node
+        total = 0
+        others = store.pinned_bytes + store.inbound_bytes
+        for obj in w.objects:
+            if obj in w.failed:
+                continue
+            rec = self._objects.get(obj)
+            if rec is None or rec.size_bytes < 0:
+                continue
+            if rec.status is not ObjectStatus.AVAILABLE and rec.status is not ObjectStatus.LOST:
+                continue
+            size = rec.size_bytes
+            total += size
+            copy = rec.copies.get(node)
+            if copy is not None:
+                if copy.state is CopyState.IN_MEMORY:
+                    if copy.holds or (node == rec.primary and not store.spill_enabled):
+                        others -= size
+                elif copy.restoring:
+                    others -= size
+            elif node in rec.pulls:
+                others -= size
+        return total, others
+
+    def _never_fits(self, w: _Waiter, store: _Store, total: int) -> Failure | None:
+        """The failure of an argument fetch that can never be admitted, else None."""
+        cap = store.capacity_bytes
+        if total <= cap and (store.spill_enabled or total + store.pinned_bytes <= cap):
+            return None  # the common case, decided without a scan
+        parsed = parse_fetch_waiter(w.waiter)
+        assert parsed is not None, w.waiter
+        task, attempt, _ = parsed
+        if total > cap:
+            return failure(
+                ErrorKind.OBJECT_STORE_FULL,
+                f"the arguments of task {task} (attempt {attempt}) take {total} bytes together "
+                f"and the object store of {store.node} holds {cap} bytes: they can never be "
+                "local there at once",
+                task=task,
+                node=store.node,
+                arguments_bytes=total,
+                store_capacity_bytes=cap,
+            )
+        mine = set(w.objects)
+        kept = 0
+        for obj in store.primaries:
+            if obj not in mine:
+                kept += self._objects[obj].size_bytes
+        if total + kept <= cap:
+            return None
+        return failure(
+            ErrorKind.OBJECT_STORE_FULL,
+            f"the arguments of task {task} (attempt {attempt}) take {total} bytes together and "
+            f"the object store of {store.node} holds {cap} bytes, {kept} of them primary copies "
+            "in scope, which cannot be spilled: spilling is disabled there",
+            task=task,
+            node=store.node,
+            arguments_bytes=total,
+            store_capacity_bytes=cap,
+            pinned_bytes=kept,
+            spill_enabled=False,
+        )
+
+    def _send_back(self, w: _Waiter) -> None:
+        """An admitted argument fetch whose copy found no room: let go of what it holds
+        and wait in line again, in arrival order."""
+        store = self._stores[w.node]
+        for obj in w.ready:
+            self._unhold(self._objects[obj], w.node)
+        w.ready.clear()
+        self._fetch_move(w, FetchState.WAITING_FOR_ROOM, "a copy arrived without room: back in line")
+        w.in_line = True
+        line = store.room_line
+        if line and self._waiters[next(reversed(line))].seq > w.seq:
+            order = sorted([*line, w.waiter], key=lambda wid: self._waiters[wid].seq)
+            line.clear()
+            for wid in order:
+                line[wid] = None
+        else:
+            line[w.waiter] = None
+        self.stats["fetches_sent_back"] += 1
+        self._mark(w.node)
+
+    def _admission_passes(self) -> None:
+        """Pass over every marked store (a work list: admitting may mark stores again)."""
+        marked = self._marked
+        passes = 0
+        while marked:
+            passes += 1
+            if passes > ADMISSION_PASSES_MAX:
+                raise AssertionError(f"admission did not settle after {passes - 1} passes")
+            node = next(iter(marked))
+            del marked[node]
+            store = self._stores.get(node)
+            if store is not None and store.alive:
+                self._admit(store)
+
+    def _admit(self, store: _Store) -> None:
+        """Start the waiting restores that fit, then admit from the head of the line
+        while the head fits; refuse a head that can never fit."""
+        if store.restores_waiting:
+            self._restart_restores(store)
+        line = store.room_line
+        while line:
+            w = self._waiters[next(iter(line))]
+            total, others = self._room_need(w, store)
+            refusal = self._never_fits(w, store, total)
+            if refusal is not None:
+                self.stats["fetches_refused"] += 1
+                for obj in w.objects:
+                    if obj not in w.failed:
+                        w.failed[obj] = refusal
+                self._wake(w)  # leaves the line
+                continue
+            if others + total > store.capacity_bytes:
+                return
+            del line[w.waiter]
+            w.in_line = False
+            self.stats["fetches_admitted_from_line"] += 1
+            self._fetch_move(w, FetchState.ADMITTED, "room for %s bytes beside %s kept", total, others)
+            self._enter(w)
+
+    def _enter(self, w: _Waiter) -> None:
+        """A fetch just admitted from the line: what is local is ready (held), the rest
+        is fetched."""
+        pending: list[_Object] = []
+        for obj in w.objects:
+            if obj in w.failed:
+                continue
+            rec = self._objects[obj]
+            self._resolve(w, rec)
+            if obj not in w.ready and obj not in w.failed:
+                pending.append(rec)
+        if len(w.ready) + len(w.failed) >= w.required:
+            self._wake(w)
+            return
+        for rec in pending:
+            self._pursue(rec, (w.node,), needed=True)
+
+    def _restart_restores(self, store: _Store) -> None:
+        node = store.node
+        for obj in list(store.restores_waiting):
+            rec = self._objects[obj]
+            copy = rec.copies[node]
+            assert copy.state is CopyState.SPILLED and not copy.restoring, (obj, node)
+            if not self._wanted_elsewhere(rec, node):
+                del store.restores_waiting[obj]
+            elif store.pinned_bytes + store.inbound_bytes + rec.size_bytes <= store.capacity_bytes:
+                self._start_restore(rec, node, copy)
+
+    def _wanted_elsewhere(self, rec: _Object, home: NodeID) -> bool:
+        """Whether a fetch on another node waits for ``rec``, whose only copy is on ``home``."""
+        if len(rec.copies) != 1:
+            return False
+        for wid in rec.waiters:
+            w = self._waiters[wid]
+            if w.fetch and not w.in_line and w.node != home:
+                if rec.obj not in w.ready and rec.obj not in w.failed:
+                    return True
+        return False
+
+    def _mark(self, node: NodeID) -> None:
+        store = self._stores.get(node)
+        if store is not None and (store.room_line or store.restores_waiting):
+            self._marked[node] = None
+
+    def _pin(self, store: _Store, delta_bytes: int) -> None:
+        store.pinned_bytes += delta_bytes
+        if store.room_line or store.restores_waiting:
+            self._marked[store.node] = None
+
+    def _inbound(self, store: _Store, delta_bytes: int) -> None:
+        store.inbound_bytes += delta_bytes
+        if store.room_line or store.restores_waiting:
+            self._marked[store.node] = None
+
+    def _hold(self, rec: _Object, node: NodeID) -> None:
+        copy = rec.copies[node]
+        copy.holds += 1
+        if copy.holds == 1:
+            store = self._stores[node]
+            if store.spill_enabled or node != rec.primary:  # else pinned already
+                self._pin(store, rec.size_bytes)
+
+    def _unhold(self, rec: _Object, node: NodeID) -> None:
+        copy = rec.copies[node]
+        copy.holds -= 1
+        if copy.holds == 0:
+            store = self._stores[node]
+            if store.spill_enabled or node != rec.primary:
+                self._pin(store, -rec.size_bytes)
+
+    def _fetch_move(self, w: _Waiter, new: FetchState, why: str, *args: object) -> None:
+        """Move an argument fetch; ``why % args`` is its story line (formatted when read)."""
+        old = w.state
+        if (old, new) not in FETCH_TRANSITIONS:
+            raise InvalidTransition(
+                f"argument fetch {w.waiter}: {old.name} -> {new.name} is not a legal transition",
+                self.story(w.waiter),
+            )
+        w.state = new
+        if args:
+            self._log(w.waiter, f"%s -> %s: {why}", old, new, *args)
+        else:
+            self._log(w.waiter, "%s -> %s: %s", old, new, why)
+
+    def _fetch_done(self, w: _Waiter, why: str) -> None:
+        if w.argument_fetch:
+            self._fetch_move(w, FetchState.DONE, "%s", why)
 
     # -- fetching -----------------------------------------------------------------------
 
@@ -1078,8 +1519,10 @@ class ObjectDirectory:
                     break
         if source is not None:
             rec.pulls[dest] = source
-            self._stores[dest].incoming[rec.obj] = None
-            rec.copies[source].holds += 1
+            dest_store = self._stores[dest]
+            dest_store.incoming[rec.obj] = None
+            self._inbound(dest_store, rec.size_bytes)
+            self._hold(rec, source)
             self.stats["pulls"] += 1
             self._log(rec.obj, "pull from %s to %s", source, dest)
             self._out.append(
@@ -1104,12 +1547,28 @@ class ObjectDirectory:
             )
         else:
             assert rec.primary is not None
-            self._start_restore(rec, rec.primary, rec.copies[rec.primary])
+            self._restore_for_elsewhere(rec, rec.primary, rec.copies[rec.primary])
+
+    def _restore_for_elsewhere(self, rec: _Object, home: NodeID, copy: _Copy) -> None:
+        """The only copy is spilled on ``home`` and a fetch elsewhere needs it: restore it
+        there now if it fits beside what ``home`` keeps, else when room frees there."""
+        store = self._stores[home]
+        if copy.restoring or rec.size_bytes > store.capacity_bytes:
+            return
+        if store.pinned_bytes + store.inbound_bytes + rec.size_bytes <= store.capacity_bytes:
+            self._start_restore(rec, home, copy)
+        elif rec.obj not in store.restores_waiting:
+            store.restores_waiting[rec.obj] = None
+            self.stats["restores_waiting_for_room"] += 1
+            self._log(rec.obj, "restore on %s waits for room there", home)
 
     def _start_restore(self, rec: _Object, node: NodeID, copy: _Copy) -> None:
-        if copy.restoring or rec.size_bytes > self._stores[node].capacity_bytes:
+        store = self._stores[node]
+        if copy.restoring or rec.size_bytes > store.capacity_bytes:
             return
+        store.restores_waiting.pop(rec.obj, None)
         copy.restoring = True
+        self._inbound(store, rec.size_bytes)
         self.stats["restores"] += 1
         self._log(rec.obj, "restore on %s", node)
         self._out.append(
@@ -1118,10 +1577,11 @@ class ObjectDirectory:
 
     def _end_pull(self, rec: _Object, dest: NodeID) -> None:
         source = rec.pulls.pop(dest)
-        del self._stores[dest].incoming[rec.obj]
-        copy = rec.copies.get(source)
-        if copy is not None:  # else the source copy is already gone, and its holds with it
-            copy.holds -= 1
+        dest_store = self._stores[dest]
+        del dest_store.incoming[rec.obj]
+        self._inbound(dest_store, -rec.size_bytes)
+        if source in rec.copies:  # else the source copy is already gone, and its holds with it
+            self._unhold(rec, source)
 
     def _clear_trouble(self, rec: _Object, dest: NodeID) -> None:
         rec.failed_sources.pop(dest, None)
@@ -1138,6 +1598,8 @@ class ObjectDirectory:
             rec.copies[node] = _Copy()
             store.primaries[rec.obj] = None
             store.used_bytes += size
+            if not store.spill_enabled:  # a primary that cannot be spilled is pinned
+                self._pin(store, size)
         elif store.spill_enabled:
             rec.copies[node] = _Copy(state=CopyState.SPILLED)
             store.spilled[rec.obj] = None
@@ -1146,7 +1608,7 @@ class ObjectDirectory:
             self._out.append(SpillObject(stimulus_id=self._sid, obj=rec.obj, node=node, size_bytes=size))
         else:
             self.stats["store_full_failures"] += 1
-            return self._store_full(rec, store, "does not fit and spilling is disabled")
+            return self._store_full(rec, store, "does not fit")
         rec.primary = node
         return None
 
@@ -1210,7 +1672,12 @@ class ObjectDirectory:
         store = self._stores[node]
         if copy.state is CopyState.SPILLED:
             del store.spilled[rec.obj]
+            store.restores_waiting.pop(rec.obj, None)
+            if copy.restoring:
+                self._inbound(store, -rec.size_bytes)
         else:
+            if copy.holds or (node == rec.primary and not store.spill_enabled):
+                self._pin(store, -rec.size_bytes)
             store.used_bytes -= rec.size_bytes
             if node == rec.primary:
                 del store.primaries[rec.obj]
@@ -1237,6 +1704,8 @@ class ObjectDirectory:
             del store.secondaries[rec.obj]
             store.primaries[rec.obj] = None
             rec.primary = promoted
+            if not store.spill_enabled and not rec.copies[promoted].holds:
+                self._pin(store, rec.size_bytes)  # a primary that cannot be spilled
             self.stats["promotions"] += 1
             self._log(rec.obj, "primary lost: copy on %s promoted to primary", promoted)
             return
@@ -1276,27 +1745,33 @@ class ObjectDirectory:
     def _emit_delete(self, obj: ObjectID, node: NodeID, reason: str) -> None:
         self._out.append(DeleteCopy(stimulus_id=self._sid, obj=obj, node=node, reason=reason))
 
-    def _pinned_bytes(self, store: _Store) -> int:
-        pinned = 0
-        for obj in store.primaries:
-            pinned += self._objects[obj].size_bytes
-        for obj in store.secondaries:
-            rec = self._objects[obj]
-            if rec.copies[store.node].holds:
-                pinned += rec.size_bytes
-        return pinned
-
     def _store_full(self, rec: _Object, store: _Store, what: str) -> Failure:
-        pinned = self._pinned_bytes(store)
+        pinned = store.pinned_bytes
+        if store.spill_enabled:
+            why = "held for queued or running tasks and transfers: neither evicted nor spilled"
+        else:
+            why = "primary copies in scope or held copies; spilling is disabled there"
         return failure(
             ErrorKind.OBJECT_STORE_FULL,
             f"object {rec.obj} ({rec.size_bytes} bytes) {what}: the object store of "
-            f"{store.node} holds {store.capacity_bytes} bytes, {pinned} of them pinned",
+            f"{store.node} holds {store.capacity_bytes} bytes, {pinned} of them pinned ({why})",
             object=rec.obj,
             node=store.node,
             object_size_bytes=rec.size_bytes,
             store_capacity_bytes=store.capacity_bytes,
             pinned_bytes=pinned,
+            spill_enabled=store.spill_enabled,
+        )
+
+    def _too_big(self, rec: _Object, store: _Store, what: str) -> Failure:
+        return failure(
+            ErrorKind.OBJECT_STORE_FULL,
+            f"object {rec.obj} ({rec.size_bytes} bytes) {what} of {store.node} "
+            f"({store.capacity_bytes} bytes): it can never be in memory there",
+            object=rec.obj,
+            node=store.node,
+            object_size_bytes=rec.size_bytes,
+            store_capacity_bytes=store.capacity_bytes,
         )
 
     def _check_transition(self, rec: _Object, new: ObjectStatus) -> None:
@@ -1328,9 +1803,11 @@ class ObjectDirectory:
 
     def check_invariants(self) -> None:
         """Cross-check every index; raise AssertionError naming what is wrong."""
+        assert not self._marked, f"stores left marked after the event: {list(self._marked)}"
         holds: dict[tuple[ObjectID, NodeID], int] = {}
         for wid, w in self._waiters.items():
             assert len(w.ready) + len(w.failed) < w.required, f"waiter {wid} satisfied but not woken"
+            self._check_admission(wid, w)
             assert not (w.ready.keys() & w.failed.keys()), f"waiter {wid}: ready and failed overlap"
             assert set(w.ready) | set(w.failed) <= set(w.objects), f"waiter {wid}: foreign objects"
             if w.fetch:
@@ -1398,6 +1875,8 @@ class ObjectDirectory:
             assert rec.lost_reported, f"waiter {wid} waits for lost {obj} never reported lost"
         if status is ObjectStatus.AVAILABLE:
             assert w.fetch, f"waiter {wid} (no fetch) waits for available {obj}"
+            if w.in_line:
+                return  # it starts nothing before it is admitted
             here = rec.copies.get(w.node)
             if here is not None:
                 assert here.state is CopyState.SPILLED, f"{wid}: {obj} local but not ready"
@@ -1408,6 +1887,7 @@ class ObjectDirectory:
                     w.node in rec.pulls
                     or w.node in rec.retry_timers
                     or (primary_copy is not None and primary_copy.restoring)
+                    or (rec.primary is not None and obj in self._stores[rec.primary].restores_waiting)
                 )
                 assert under_way, f"{wid}: nothing brings {obj} to {w.node}"
 
@@ -1460,6 +1940,63 @@ class ObjectDirectory:
             store = self._stores[dest]
             assert store.alive and obj in store.troubled, f"{obj}: failed sources for {dest}"
 
+    def _check_admission(self, wid: str, w: _Waiter) -> None:
+        argument_fetch = w.fetch and parse_fetch_waiter(wid) is not None
+        assert w.argument_fetch == argument_fetch, f"waiter {wid}: argument_fetch {w.argument_fetch}"
+        if not argument_fetch:
+            assert not w.in_line and w.state is FetchState.NEW, f"waiter {wid} is not an argument fetch"
+            return
+        expected = FetchState.WAITING_FOR_ROOM if w.in_line else FetchState.ADMITTED
+        assert w.state is expected, f"argument fetch {wid}: {w.state.name}, in line: {w.in_line}"
+        store = self._stores[w.node]
+        assert (wid in store.room_line) == w.in_line, f"argument fetch {wid}: line index"
+        if w.in_line:
+            assert not w.ready, f"argument fetch {wid} waits for room yet has ready copies"
+
+    def _check_line(self, node: NodeID, store: _Store) -> None:
+        line = store.room_line
+        assert len(line) <= self._waiting_max, f"{node}: {len(line)} fetches in line"
+        last_seq = 0
+        for wid in line:
+            w = self._waiters.get(wid)
+            assert w is not None and w.in_line and w.node == node, f"{node}: line entry {wid}"
+            assert w.seq > last_seq, f"{node}: line out of arrival order at {wid}"
+            last_seq = w.seq
+        if not line:
+            return
+        head = self._waiters[next(iter(line))]
+        total, others = self._room_need(head, store)
+        assert self._never_fits(head, store, total) is None, f"{node}: head {head.waiter} can never fit"
+        assert others + total > store.capacity_bytes, (
+            f"{node}: head {head.waiter} fits ({total} + {others} <= {store.capacity_bytes}) yet waits"
+        )
+
+    def _check_room_counters(self, node: NodeID, store: _Store) -> None:
+        pinned = 0
+        inbound = 0
+        for obj in (*store.primaries, *store.secondaries):
+            rec = self._objects[obj]
+            copy = rec.copies[node]
+            if copy.holds or (node == rec.primary and not store.spill_enabled):
+                pinned += rec.size_bytes
+        for obj in store.incoming:
+            inbound += self._objects[obj].size_bytes
+        for obj in store.spilled:
+            rec = self._objects[obj]
+            if rec.copies[node].restoring:
+                inbound += rec.size_bytes
+        assert pinned == store.pinned_bytes, f"{node}: pinned {store.pinned_bytes} != {pinned}"
+        assert inbound == store.inbound_bytes, f"{node}: inbound {store.inbound_bytes} != {inbound}"
+        for obj in store.restores_waiting:
+            waiting = self._objects.get(obj)
+            spilled = waiting.copies.get(node) if waiting is not None else None
+            assert waiting is not None and spilled is not None, f"{node}: waiting restore of {obj}"
+            assert spilled.state is CopyState.SPILLED and not spilled.restoring, f"{node}: restore {obj}"
+            if self._wanted_elsewhere(waiting, node):
+                assert pinned + inbound + waiting.size_bytes > store.capacity_bytes, (
+                    f"{node}: the restore of {obj} fits yet waits"
+                )
+
     def _check_store(self, node: NodeID, store: _Store) -> None:
         assert store.node == node, (node, store.node)
         indexes = (store.secondaries, store.primaries, store.spilled, store.incoming, store.troubled)
@@ -1467,7 +2004,11 @@ class ObjectDirectory:
             assert not any(indexes) and not store.fetch_waiters, f"dead {node} kept state"
             assert not store.held_fetches, f"dead {node} kept held fetches"
             assert store.used_bytes == 0, f"dead {node} uses {store.used_bytes} bytes"
+            assert store.pinned_bytes == 0 and store.inbound_bytes == 0, f"dead {node} counts bytes"
+            assert not store.room_line and not store.restores_waiting, f"dead {node} kept a line"
             return
+        self._check_room_counters(node, store)
+        self._check_line(node, store)
         used = 0
         for obj in store.secondaries:
             rec = self._objects[obj]

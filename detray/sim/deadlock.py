@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from detray.core import ids
-from detray.core.directory import ObjectStatus
+from detray.core.directory import ObjectStatus, fetch_waiter_id
 from detray.core.ids import ActorID, NodeID, ObjectID, TaskID
 from detray.core.resources import as_floats
 
@@ -95,6 +95,15 @@ def _task_reason(cluster: Any, task: TaskID, depth: int) -> str:
             return (
                 f"its task {task} is infeasible: it needs {spec_resources}, which no live node "
                 "can provide (it waits for a node that fits to join)"
+            )
+        room = router.directory.room_wanted(fetch_waiter_id(task, attempt, node_id))
+        if room is not None:
+            need, kept, capacity, ahead = room
+            return (
+                f"its task {task} waits for room in the object store of {node_id}: its arguments "
+                f"take {need} bytes, and {kept} of its {capacity} bytes are pinned or on their way "
+                f"in for others (arguments of queued and running tasks stay until they end); "
+                f"{ahead} fetch(es) ahead in line"
             )
         return f"its task {task}: {reason} ({where.value} at {node_id})"
     return f"its task {task}: {reason}{_actor_reason(cluster, reason, depth)}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import pytest
@@ -713,3 +714,405 @@ def test_other_failures_never_overwrite_a_value(s: Story) -> None:
     out = s.send(ObjectFailed, obj=A, failure=failure(ErrorKind.WORKER_CRASHED, "late duplicate"))
     assert out == []
     assert s.d.status(A) is ObjectStatus.AVAILABLE
+
+
+# --- admission: an argument fetch waits for room (Ray's pull admission control) ------------------
+
+
+@pytest.fixture
+def r(s: Story) -> Story:
+    """N0 with a store of 100 bytes; N1 and N2 with room to spare (sources of pulls)."""
+    s.join(N1, 1000, inc=2)
+    s.join(N2, 1000, inc=2)
+    return s
+
+
+def fetch_id(task: str, node: NodeID = N0) -> str:
+    return D.fetch_waiter_id(TaskID(task), 1, node)
+
+
+def fetch_args(s: Story, task: str, objects: Sequence[ObjectID], node: NodeID = N0) -> list[Command]:
+    """What the router makes of the scheduler's FetchArguments for attempt 1 of ``task``."""
+    command = FetchArguments(stimulus_id="fetch", task=TaskID(task), attempt=1, node=node, objects=tuple(objects))
+    event = D.fetch_request(command, now=float(s.step))
+    return s.get(event.waiter, node, list(event.objects))
+
+
+def release(s: Story, task: str, node: NodeID = N0) -> list[Command]:
+    """What the router makes of the scheduler's ReleaseArguments (the attempt left)."""
+    command = ReleaseArguments(stimulus_id="release", task=TaskID(task), attempt=1, node=node)
+    return s.send(WaiterCancelled, waiter=D.argument_release(command, now=float(s.step)).waiter)
+
+
+def test_a_fetch_waits_while_held_arguments_fill_the_store_and_is_admitted_when_a_hold_is_released(
+    r: Story,
+) -> None:
+    s = r
+    s.put(A, N1, 60)
+    s.put(B, N1, 60)
+    fetch_args(s, "t1", [A])
+    assert wake(s.copy_to(A, N0)).waiter == fetch_id("t1")  # t1 holds A (60 of 100) until it leaves
+    out = fetch_args(s, "t2", [B])  # 60 + 60 > 100: t2 waits, pulls nothing, fails nothing
+    assert out == []
+    assert s.d.fetch_state(fetch_id("t2")) is D.FetchState.WAITING_FOR_ROOM
+    assert s.d.waiting_for_room(N0) == (fetch_id("t2"),) and s.d.is_waiting(fetch_id("t2"))
+    out = release(s, "t1")  # t1 finished: its hold goes, t2 is admitted and pulls
+    assert out == [PullObject(stimulus_id=f"s{s.step}", obj=B, source=N1, node=N0, size_bytes=60)]
+    assert s.d.fetch_state(fetch_id("t2")) is D.FetchState.ADMITTED and s.d.waiting_for_room(N0) == ()
+    out = s.copy_to(B, N0)  # A (unheld now) is evicted to make room
+    assert [c.obj for c in of(out, DeleteCopy)] == [A]  # type: ignore[attr-defined]
+    assert wake(out).ready == (B,) and s.d.held_arguments(fetch_id("t2")) == (B,)
+
+
+def test_three_spilled_results_reach_three_consumers_one_after_another(r: Story) -> None:
+    s = r
+    """The reproducer: one node, three results of 60 in a store of 100, three consumers."""
+    for obj in (A, B, C):
+        s.put(obj, N0, 60)  # each new one spills the one before
+    assert [s.d.copy_state(o, N0) for o in (A, B, C)] == [CopyState.SPILLED, CopyState.SPILLED, CopyState.IN_MEMORY]
+    assert wake(fetch_args(s, "c3", [C])).ready == (C,)  # local: answered at once, held
+    assert fetch_args(s, "c1", [A]) == [] and fetch_args(s, "c2", [B]) == []  # both wait: nothing restored
+    assert s.d.waiting_for_room(N0) == (fetch_id("c1"), fetch_id("c2"))
+    out = release(s, "c3")
+    assert [(type(c).__name__, c.obj) for c in out] == [("RestoreObject", A)]  # type: ignore[attr-defined]
+    out = s.send(ObjectRestored, obj=A, node=N0)  # C (unheld) spills to make room
+    assert [c.obj for c in of(out, SpillObject)] == [C]  # type: ignore[attr-defined]
+    assert wake(out).waiter == fetch_id("c1")
+    assert s.d.waiting_for_room(N0) == (fetch_id("c2"),)
+    out = release(s, "c1")
+    assert [c.obj for c in of(out, RestoreObject)] == [B]  # type: ignore[attr-defined]
+    assert wake(s.send(ObjectRestored, obj=B, node=N0)).waiter == fetch_id("c2")
+    assert s.d.stats["restores_without_room"] == 0
+
+
+def test_an_argument_fetch_larger_than_the_store_fails_at_once_naming_the_sizes(r: Story) -> None:
+    s = r
+    s.put(A, N1, 60)
+    s.put(B, N1, 50)
+    out = fetch_args(s, "big", [A, B])  # 110 bytes together, store of 100
+    assert of(out, PullObject) == []
+    woken = wake(out)
+    assert woken.ready == () and [obj for obj, _ in woken.failed] == [A, B]
+    why = woken.failed[0][1]
+    assert why.kind is ErrorKind.OBJECT_STORE_FULL
+    assert (why.detail("arguments_bytes"), why.detail("store_capacity_bytes")) == ("110", "100")
+    assert "110 bytes" in why.message and "100 bytes" in why.message and "never" in why.message
+    assert s.d.fetch_state(fetch_id("big")) is None and s.d.waiting_for_room(N0) == ()
+    fetched = D.arguments_fetched(woken, now=0.0)
+    assert fetched is not None and fetched.failure == why  # the scheduler reports it unschedulable
+
+
+def test_a_single_argument_larger_than_the_store_fails_at_once(r: Story) -> None:
+    s = r
+    s.join(N2, 1000, inc=2)
+    s.put(A, N2, 500)
+    woken = wake(fetch_args(s, "t", [A]))
+    why = woken.failed[0][1]
+    assert why.kind is ErrorKind.OBJECT_STORE_FULL and why.detail("object_size_bytes") == "500"
+    assert "larger than the object store" in why.message and "spill" not in why.message
+
+
+def test_argument_fetches_are_admitted_in_arrival_order(r: Story) -> None:
+    s = r
+    s.put(A, N1, 70)
+    s.put(B, N1, 80)
+    s.put(C, N1, 10)
+    fetch_args(s, "first", [A])
+    wake(s.copy_to(A, N0))  # 70 held
+    assert fetch_args(s, "big", [B]) == []  # 70 + 80 > 100: waits
+    assert fetch_args(s, "small", [C]) == []  # 70 + 10 fits, but it may not overtake "big"
+    assert s.d.waiting_for_room(N0) == (fetch_id("big"), fetch_id("small"))
+    out = release(s, "first")  # room for big (80); small (10) follows at once: 80 + 10 <= 100
+    assert [c.obj for c in of(out, PullObject)] == [B, C]  # type: ignore[attr-defined]
+    assert s.d.waiting_for_room(N0) == ()
+
+
+def test_a_fetch_waiting_for_room_holds_nothing_and_pulls_nothing(r: Story) -> None:
+    s = r
+    s.put(A, N1, 60)
+    s.put(B, N1, 30)
+    s.put(C, N0, 30)  # a local primary
+    fetch_args(s, "t1", [A])
+    wake(s.copy_to(A, N0))  # 60 held + C 30 unheld
+    assert fetch_args(s, "t2", [C, B]) == []  # 60 + 30 + 30 > 100: waits, though C is local
+    assert s.d.fetch_state(fetch_id("t2")) is D.FetchState.WAITING_FOR_ROOM
+    assert s.d.pinned_bytes(N0) == 60  # C is not held by the waiting fetch: it may spill
+    out = s.put(ObjectID("t.r4"), N0, 40)  # needs room: C spills (unheld), A stays
+    assert [c.obj for c in of(out, SpillObject)] == [C]  # type: ignore[attr-defined]
+    assert s.d.waiting_for_room(N0) == (fetch_id("t2"),)
+
+
+def test_cancelling_the_head_of_the_line_lets_the_next_one_in(r: Story) -> None:
+    s = r
+    s.put(A, N1, 60)
+    s.put(B, N1, 50)
+    s.put(C, N1, 30)
+    fetch_args(s, "t1", [A])
+    wake(s.copy_to(A, N0))
+    fetch_args(s, "t2", [B])
+    fetch_args(s, "t3", [C])
+    out = release(s, "t2")  # withdrawn while waiting: never woken
+    assert of(out, WakeWaiter) == [] and not s.d.is_waiting(fetch_id("t2"))
+    assert [c.obj for c in of(out, PullObject)] == [C]  # type: ignore[attr-defined]
+
+
+def test_a_lost_argument_of_a_waiting_fetch_is_reported_at_once(r: Story) -> None:
+    s = r
+    s.put(A, N1, 60)
+    s.put(B, N1, 60)
+    fetch_args(s, "t1", [A])
+    wake(s.copy_to(A, N0))
+    fetch_args(s, "t2", [B])  # waits for room
+    out = s.send(NodeDied, node=N1, incarnation=2)  # B's only copy goes
+    assert of(out, ReportLost) == [ReportLost(stimulus_id=f"s{s.step}", obj=B)]  # rebuilding starts now
+    out = s.finish(N2, (B, 60))  # rebuilt elsewhere: still no room on N0, nothing pulled
+    assert of(out, PullObject) == [] and s.d.waiting_for_room(N0) == (fetch_id("t2"),)
+    assert [c.obj for c in of(release(s, "t1"), PullObject)] == [B]  # type: ignore[attr-defined]
+
+
+def test_a_failed_argument_answers_a_waiting_fetch(r: Story) -> None:
+    s = r
+    s.put(A, N1, 60)
+    s.put(B, N1, 60)
+    fetch_args(s, "t1", [A])
+    wake(s.copy_to(A, N0))
+    fetch_args(s, "t2", [B])
+    out = s.send(ObjectFailed, obj=B, failure=failure(ErrorKind.OWNER_DIED, "owner died"))
+    assert wake(out).failed[0][1].kind is ErrorKind.OWNER_DIED
+    assert s.d.waiting_for_room(N0) == () and s.d.fetch_state(fetch_id("t2")) is None
+
+
+def test_an_admitted_fetch_whose_copy_finds_no_room_goes_back_in_line(r: Story) -> None:
+    s = r
+    s.put(A, N1, 60)
+    s.put(B, N1, 60)
+    s.put(C, N2, 50)
+    fetch_args(s, "t1", [A])  # admitted: 60 fits, A is pulled
+    s.get("get:1", N0, [B, C])  # a get is not queued: B and C are pulled at once
+    s.copy_to(B, N0)  # the get holds B (60) while C is on its way
+    out = s.copy_to(A, N0)  # 60 held + 60 > 100: A is not kept, t1 goes back in line
+    assert [c.reason for c in of(out, DeleteCopy)] == ["no room for a secondary copy"]  # type: ignore[attr-defined]
+    assert of(out, WakeWaiter) == []  # no failure: it waits
+    assert s.d.fetch_state(fetch_id("t1")) is D.FetchState.WAITING_FOR_ROOM
+    assert s.d.stats["fetches_sent_back"] == 1
+    out = s.copy_to(C, N0)  # no room for C beside the held B: the get fails C and lets go of B
+    woken = wake(out)
+    assert woken.waiter == "get:1" and woken.failed[0][0] == C
+    assert of(out, PullObject) == [PullObject(stimulus_id=f"s{s.step}", obj=A, source=N1, node=N0, size_bytes=60)]
+    assert s.d.fetch_state(fetch_id("t1")) is D.FetchState.ADMITTED  # readmitted: A is pulled again
+
+
+def test_on_a_node_that_cannot_spill_a_fetch_that_cannot_fit_beside_the_primaries_fails(r: Story) -> None:
+    s = r
+    s.join(N0, 100, spill=False, inc=2)
+    s.put(A, N0, 70)  # a primary in scope: stays in memory, cannot spill
+    s.put(B, N1, 40)
+    woken = wake(fetch_args(s, "t", [B]))
+    why = woken.failed[0][1]
+    assert why.kind is ErrorKind.OBJECT_STORE_FULL and why.detail("spill_enabled") == "False"
+    assert why.detail("pinned_bytes") == "70" and "spilling is disabled" in why.message
+
+
+def test_the_line_is_bounded(r: Story) -> None:
+    s = r
+    s.d = ObjectDirectory(waiting_for_room_max=2)
+    s.join(N0, 100, inc=3)
+    s.join(N1, 1000, inc=3)
+    s.put(A, N1, 60)
+    s.put(B, N1, 60)
+    fetch_args(s, "t1", [A])
+    fetch_args(s, "t2", [B])  # two fetches on N0 now: t1 pulling, t2 in line
+    assert s.d.waiting_for_room(N0) == (fetch_id("t2"),)
+    why = wake(fetch_args(s, "t3", [B])).failed[0][1]
+    assert why.kind is ErrorKind.OBJECT_STORE_FULL and why.detail("waiting_fetches") == "2"
+    assert s.d.waiting_for_room(N0) == (fetch_id("t2"),)
+
+
+def test_a_restore_for_a_fetch_elsewhere_waits_for_room_on_the_home_node(r: Story) -> None:
+    s = r
+    s.join(N1, 100, inc=3)
+    s.put(A, N1, 60)
+    s.put(B, N1, 60)  # A spilled on N1
+    fetch_args(s, "t1", [B], node=N1)  # B held on N1: no room there to read A back
+    out = s.get("g", N2, [A])
+    assert of(out, RestoreObject) == [] and s.d.is_waiting("g")
+    out = release(s, "t1", node=N1)
+    assert [(c.obj, c.node) for c in of(out, RestoreObject)] == [(A, N1)]  # type: ignore[attr-defined]
+    out = s.send(ObjectRestored, obj=A, node=N1)
+    assert [c.node for c in of(out, PullObject)] == [N2]  # type: ignore[attr-defined]
+
+
+def test_a_get_still_fails_when_its_copy_finds_no_room_and_says_why(r: Story) -> None:
+    s = r
+    s.put(A, N1, 60)
+    s.put(B, N1, 60)
+    fetch_args(s, "t1", [A])
+    wake(s.copy_to(A, N0))
+    s.get("get:1", N0, [B])  # gets are not queued (Ray gives them priority)
+    why = wake(s.copy_to(B, N0)).failed[0][1]
+    assert why.kind is ErrorKind.OBJECT_STORE_FULL and why.detail("spill_enabled") == "True"
+    assert "neither evicted nor spilled" in why.message and "disabled" not in why.message
+
+
+def test_every_fetch_state_is_in_the_fetch_table() -> None:
+    used = {state for pair in D.FETCH_TRANSITIONS for state in pair}
+    assert used == set(D.FetchState)
+    sources = {source for source, _ in D.FETCH_TRANSITIONS}
+    assert set(D.FetchState) - sources == {D.FetchState.DONE}
+
+
+# --- admission, under random orders: a tiny model of room on one node ----------------------------
+
+from hypothesis import HealthCheck, settings  # noqa: E402  (the stateful part of this file)
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule  # noqa: E402
+
+ROOM_SIZES = {
+    ObjectID("a.r1"): 10,
+    ObjectID("a.r2"): 20,
+    ObjectID("a.r3"): 30,
+    ObjectID("a.r4"): 50,
+    ObjectID("a.r5"): 70,
+    ObjectID("a.r6"): 130,
+}
+"""Arguments made on N1 (plenty of room there); N0's store is small."""
+LOCAL_SIZES = {ObjectID("p.r1"): 20, ObjectID("p.r2"): 40, ObjectID("p.r3"): 60}
+"""Results made on N0 itself (primaries competing for its room)."""
+LINE_MAX = 6
+
+
+class AdmissionMachine(RuleBasedStateMachine):
+    """Argument fetches, gets and new results competing for N0's room. Checked after
+    every step: the directory's own invariants (among them: the head of a line never
+    fits, the counters match the copies), a fetch fails only when its arguments can
+    never fit together (or the line is full), and a fetch leaves the line only when
+    no older one is still in it. At the end everything in flight lands and every
+    attempt leaves: then no fetch may be left waiting (nothing waits forever)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.d = ObjectDirectory(waiting_for_room_max=LINE_MAX)
+        self.step = 0
+        self.capacity = 100
+        self.pulls: list[tuple[ObjectID, NodeID]] = []
+        self.restores: list[tuple[ObjectID, NodeID]] = []
+        self.arrival: dict[str, int] = {}
+        self.args_of: dict[str, tuple[ObjectID, ...]] = {}
+        self.woken: dict[str, WakeWaiter] = {}
+        self.gets: list[str] = []
+        self.line_before: tuple[str, ...] = ()
+
+    def send(self, event_type: type[Event], **fields: object) -> list[Command]:
+        self.step += 1
+        self.line_before = self.d.waiting_for_room(N0)
+        event = event_type(now=float(self.step), stimulus_id=f"s{self.step}", **fields)
+        out = self.d.handle(event)
+        for command in out:
+            assert command.stimulus_id == event.stimulus_id
+            if isinstance(command, PullObject):
+                self.pulls.append((command.obj, command.node))
+            elif isinstance(command, RestoreObject):
+                self.restores.append((command.obj, command.node))
+            elif isinstance(command, WakeWaiter):
+                assert command.waiter not in self.woken, f"{command.waiter} woken twice"
+                self.woken[command.waiter] = command
+                self.check_failures(command)
+        self.check_line_order()
+        return out
+
+    def check_failures(self, wake: WakeWaiter) -> None:
+        for obj, why in wake.failed:
+            assert why.kind is ErrorKind.OBJECT_STORE_FULL, (wake.waiter, why)
+            if not wake.waiter.startswith("fetch:"):
+                continue  # a get may fail for want of room now (it is not queued)
+            total = sum(ROOM_SIZES.get(o, LOCAL_SIZES.get(o, 0)) for o in self.args_of[wake.waiter])
+            never = total > self.capacity or why.detail("waiting_fetches") is not None
+            assert never, f"{wake.waiter} failed though {total} bytes fit in {self.capacity}: {why}"
+
+    def check_line_order(self) -> None:
+        line = self.d.waiting_for_room(N0)
+        for wid in self.line_before:
+            state = self.d.fetch_state(wid)
+            if wid in line or state not in (D.FetchState.ADMITTED, D.FetchState.HOLDING):
+                continue
+            if wid in self.woken and self.woken[wid].failed:
+                continue
+            older = [w for w in line if self.arrival[w] < self.arrival[wid]]
+            assert not older, f"{wid} left the line while older {older} still wait"
+
+    @initialize(capacity=st.sampled_from([60, 100, 150]))
+    def start(self, capacity: int) -> None:
+        self.capacity = capacity
+        for node, room in ((N0, capacity), (N1, 10_000)):
+            self.send(NodeJoined, node=node, incarnation=1, resources={}, object_store_bytes=room, spill_enabled=True)
+        for obj, size in ROOM_SIZES.items():
+            self.send(ObjectPut, obj=obj, node=N1, size_bytes=size, owner=OWNER)
+
+    @rule(args=st.lists(st.sampled_from([*ROOM_SIZES, *LOCAL_SIZES]), min_size=1, max_size=3))
+    def fetch(self, args: list[ObjectID]) -> None:
+        waiter = fetch_id(f"t{self.step}")
+        self.arrival[waiter] = self.step
+        self.args_of[waiter] = tuple(dict.fromkeys(args))
+        line_before = self.d.waiting_for_room(N0)
+        self.send(ObjectsRequested, waiter=waiter, node=N0, objects=tuple(args), num_required=len(args), fetch=True)
+        if line_before and waiter not in self.woken:
+            assert self.d.fetch_state(waiter) is D.FetchState.WAITING_FOR_ROOM, "overtook the line"
+
+    @rule(args=st.lists(st.sampled_from(list(ROOM_SIZES)), min_size=1, max_size=2))
+    def get(self, args: list[ObjectID]) -> None:
+        waiter = f"get:{self.step}"
+        self.gets.append(waiter)
+        self.send(ObjectsRequested, waiter=waiter, node=N0, objects=tuple(args), num_required=len(args), fetch=True)
+
+    @rule(obj=st.sampled_from(list(LOCAL_SIZES)))
+    def result_on_n0(self, obj: ObjectID) -> None:
+        self.send(TaskFinished, task=TaskID("p"), attempt=1, node=N0, worker=WorkerID("w"),
+                  return_sizes=((obj, LOCAL_SIZES[obj]),))
+
+    @rule(pick=st.integers(min_value=0, max_value=100))
+    def land(self, pick: int) -> None:
+        if self.pulls:
+            obj, node = self.pulls.pop(pick % len(self.pulls))
+            self.send(ObjectCopied, obj=obj, node=node)
+        elif self.restores:
+            obj, node = self.restores.pop(pick % len(self.restores))
+            self.send(ObjectRestored, obj=obj, node=node)
+
+    @rule(pick=st.integers(min_value=0, max_value=100), withdraw=st.booleans())
+    def attempt_leaves(self, pick: int, withdraw: bool) -> None:
+        """The attempt finishes (its holds go) or is withdrawn while still fetching."""
+        if withdraw:
+            candidates = [w for w in self.arrival if self.d.is_waiting(w)]
+        else:
+            candidates = list(self.d.held_fetches())
+        if candidates:
+            self.send(WaiterCancelled, waiter=candidates[pick % len(candidates)])
+
+    @invariant()
+    def indexes_agree(self) -> None:
+        self.d.check_invariants()
+
+    def teardown(self) -> None:
+        for obj in LOCAL_SIZES:  # the results fetches may still wait for are made
+            if self.d.status(obj) is ObjectStatus.PENDING:
+                self.result_on_n0(obj)
+        for _ in range(500):
+            if self.pulls or self.restores:
+                self.land(0)
+            elif self.d.held_fetches():
+                self.send(WaiterCancelled, waiter=self.d.held_fetches()[0])
+            else:
+                break
+            self.d.check_invariants()
+        waiting = [w for w in self.arrival if self.d.is_waiting(w)]
+        assert not waiting, f"still waiting with nothing in flight and nothing held: {waiting}"
+        assert self.d.pinned_bytes(N0) == 0 and self.d.waiting_for_room(N0) == ()
+
+
+TestAdmissionMachine = AdmissionMachine.TestCase
+TestAdmissionMachine.settings = settings(
+    max_examples=int(os.environ.get("DETRAY_LONG_EXAMPLES", 150)),
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)

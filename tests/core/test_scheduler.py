@@ -983,3 +983,24 @@ def test_draining_a_long_queue_costs_the_same_per_task_at_its_end() -> None:
         first, last = drain_costs(12_000, 1_500)
         ratios.append(last / first)
     assert min(ratios) < 1.5, ratios
+
+
+# --- fetches waiting for room in the object store (the directory's admission control) --------------
+
+
+def test_an_attempt_whose_fetch_waits_for_room_holds_nothing_and_a_later_one_runs_meanwhile() -> None:
+    """The directory may keep a fetch waiting for room (it answers later): the attempt
+    stays FETCHING without resources, an attempt whose arguments are local runs, and
+    its ReleaseArguments when it finishes is what frees the room the first one waits for."""
+    node = Node(resources={CPU: 1})
+    waiting = spec(1, args=(put_object_id(DRIVER, 1),))
+    local = spec(2, args=(put_object_id(DRIVER, 2),))
+    node.arrive(waiting)  # FetchArguments: the directory puts it in line (no answer yet)
+    assert node.scheduler.state_of(waiting.task_id, 1) is TaskState.FETCHING
+    assert node.scheduler.available()[CPU] == cpus(1)  # a fetching attempt holds no CPU
+    worker, start = node.run(local)
+    assert start.spec == local
+    out = node.finish(local, worker)
+    assert one(out, C.ReleaseArguments).task == local.task_id  # room for the one in line
+    start = one(node.fetched(waiting), C.StartTask)
+    assert start.spec == waiting and start.worker == worker
