@@ -48,10 +48,8 @@ Theory of operation:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import math
 import os
-import queue
 import re
 import secrets
 import shutil
@@ -64,7 +62,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import IO, Any
 from urllib.parse import quote
 
@@ -73,6 +71,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from detray import controlplane
+from detray.real.processes import ProcessError, spawn_dying_with_parent, stop_process
 
 __all__ = [
     "ENV_EXECUTABLE",
@@ -97,7 +96,6 @@ DEFAULT_STARTUP_TIMEOUT_S = 10.0
 DEFAULT_STOP_TIMEOUT_S = 5.0
 KILL_WAIT_S = 5.0  # after SIGKILL: only a process stuck in the kernel takes longer
 BIND_ATTEMPTS_MAX = 8
-SPAWN_TIMEOUT_S = 30.0  # fork + exec on the helper thread
 PROBE_TIMEOUT_S = 0.2  # connect and reply timeout of one probe; a probe that times out is retried
 SHUTDOWN_REPLY_TIMEOUT_S = 0.5
 PROBE_DELAY_MIN_S = 0.002
@@ -106,7 +104,6 @@ LOG_TAIL_LINES = 50
 LOG_LINE_BYTES_MAX = 4096
 LOG_JOIN_TIMEOUT_S = 2.0
 
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 # Directives this module sets itself; extra_config may not override them.
 MANAGED_DIRECTIVES = frozenset(
@@ -159,118 +156,7 @@ def pick_free_port(host: str = DEFAULT_HOST) -> int:
     return port
 
 
-# --- spawning a child that dies with this process ---------------------------------------------
-
-
-def spawn_dying_with_parent(args: list[str], **popen_kwargs: Any) -> subprocess.Popen[bytes]:
-    """``subprocess.Popen(args, **popen_kwargs)`` whose child is SIGKILLed when this process dies.
-
-    Linux only (``prctl(PR_SET_PDEATHSIG)``); elsewhere a plain ``Popen``.
-    Called off the main thread, the fork happens on a helper thread that
-    lives as long as the process, since the kernel sends the signal when the
-    forking *thread* exits. The child runs in a new session.
-    """
-    for reserved in ("preexec_fn", "start_new_session", "process_group"):
-        if reserved in popen_kwargs:
-            raise ValueError(f"spawn_dying_with_parent sets {reserved} itself")
-
-    def spawn() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            args, preexec_fn=_die_with_parent_preexec(os.getpid()), start_new_session=True, **popen_kwargs
-        )
-
-    if threading.current_thread() is threading.main_thread():
-        return spawn()
-    return _fork_thread().call(spawn)
-
-
-_prctl: Any = None
-
-
-def _die_with_parent_preexec(parent_pid: int) -> Callable[[], None] | None:
-    global _prctl
-    if not sys.platform.startswith("linux"):
-        return None
-    if _prctl is None:  # resolved in the parent: no dynamic loading between fork and exec
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-        prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-        prctl.restype = ctypes.c_int
-        _prctl = prctl
-    prctl = _prctl
-    kill_signal = int(signal.SIGKILL)
-
-    def preexec() -> None:  # runs in the child between fork and exec
-        if prctl(PR_SET_PDEATHSIG, kill_signal, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-        if os.getppid() != parent_pid:  # the parent died before the request took effect
-            os._exit(1)
-
-    return preexec
-
-
-class _ForkThread:
-    """A daemon thread that lives until the process exits and forks children for other threads."""
-
-    def __init__(self) -> None:
-        self.pid = os.getpid()
-        self._requests: queue.SimpleQueue[_SpawnRequest] = queue.SimpleQueue()
-        threading.Thread(target=self._serve, name="detray-fork", daemon=True).start()
-
-    def call(self, spawn: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
-        request = _SpawnRequest(spawn)
-        self._requests.put(request)
-        try:
-            ok, value = request.reply.get(timeout=SPAWN_TIMEOUT_S)
-        except queue.Empty:
-            request.abandoned.set()  # the helper kills the child if the fork completes later
-            raise RedisServerError(f"forking a child did not finish within {SPAWN_TIMEOUT_S} s") from None
-        if ok:
-            assert isinstance(value, subprocess.Popen)
-            return value
-        raise value
-
-    def _serve(self) -> None:
-        while True:
-            request = self._requests.get()
-            try:
-                result: tuple[bool, Any] = (True, request.spawn())
-            except BaseException as exc:  # handed to the caller, raised there
-                result = (False, exc)
-            if request.abandoned.is_set() and result[0]:
-                _terminate(result[1], None, stop_timeout_s=0.0)
-            request.reply.put(result)
-
-
-class _SpawnRequest:
-    def __init__(self, spawn: Callable[[], subprocess.Popen[bytes]]) -> None:
-        self.spawn = spawn
-        self.reply: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
-        self.abandoned = threading.Event()
-
-
-_fork_thread_lock = threading.Lock()
-_fork_thread_instance: _ForkThread | None = None
-
-
-def _fork_thread() -> _ForkThread:
-    global _fork_thread_instance
-    with _fork_thread_lock:
-        if _fork_thread_instance is None or _fork_thread_instance.pid != os.getpid():
-            _fork_thread_instance = _ForkThread()
-        return _fork_thread_instance
-
-
-def _reset_after_fork() -> None:  # a forked child has neither the thread nor a sane lock
-    global _fork_thread_lock, _fork_thread_instance
-    _fork_thread_lock = threading.Lock()
-    _fork_thread_instance = None
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_after_fork)
-
-
-# --- the server's output ----------------------------------------------------------------------
+# --- spawning a child that dies with this process: detray.real.processes -------------------------
 
 
 class _LogTail:
@@ -300,20 +186,10 @@ class _LogTail:
 
 def _terminate(process: subprocess.Popen[bytes], log: _LogTail | None, stop_timeout_s: float) -> None:
     """SIGTERM, wait up to ``stop_timeout_s``, then SIGKILL; always reaps. Used by the finalizer too."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.terminate()
-        try:
-            process.wait(stop_timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            try:
-                process.wait(KILL_WAIT_S)
-            except subprocess.TimeoutExpired:
-                raise RedisServerError(
-                    f"redis-server pid {process.pid} survived SIGKILL for {KILL_WAIT_S} s"
-                ) from None
+    try:
+        stop_process(process, stop_timeout_s=stop_timeout_s, kill_wait_s=KILL_WAIT_S, close_pipes=False)
+    except ProcessError as error:
+        raise RedisServerError(f"redis-server: {error}") from None
     if process.stdin is not None:
         with contextlib.suppress(OSError):
             process.stdin.close()
