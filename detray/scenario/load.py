@@ -406,7 +406,7 @@ def _check_durations(durations: Mapping[str, Any], checks: _Checks) -> dict[str,
                 ("durations", name, "uniform"), f"durations.{name}.uniform has low_s > high_s; low_s must be <= high_s"
             )
             continue
-        converted[name] = model.engine_duration(spec)
+        converted[name] = spec  # the engine reads the scenario's duration forms as they are
     if not checks.problems:
         from detray.sim.durations import DurationModel
 

@@ -108,7 +108,7 @@ class Scenario:
     where the module is looked for)."""
     args: tuple[str, ...]
     durations: Mapping[str, Any]
-    """Engine duration specs (``detray.sim.durations``) by function name."""
+    """Duration specs by function name, in the scenario form the engine reads (``detray.sim.durations``)."""
     fault_entries: tuple[FaultEntry, ...]
     expect: Expectations
     function: str | None = None
@@ -124,25 +124,6 @@ class Scenario:
         for entry in self.fault_entries:
             built.extend(_expand(entry, seed, self.node_count))
         return built
-
-
-# --- durations ---------------------------------------------------------------------------------------
-
-
-def engine_duration(spec: Any) -> Any:
-    """A scenario duration (``0.5``, ``{fixed_s}``, ``{normal: {mean_s, sd_s}}``...) as an engine spec."""
-    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
-        return float(spec)
-    ((form, value),) = spec.items()
-    if form == "fixed_s":
-        return {"dist": "fixed", "value": float(value)}
-    if form == "normal":
-        return {"dist": "normal", "mean": float(value["mean_s"]), "std": float(value["sd_s"])}
-    if form == "uniform":
-        return {"dist": "uniform", "low": float(value["low_s"]), "high": float(value["high_s"])}
-    if form == "exponential":
-        return {"dist": "exponential", "mean": float(value["mean_s"])}
-    raise AssertionError(f"unvalidated duration form {form!r}")
 
 
 # --- faults ------------------------------------------------------------------------------------------

@@ -129,7 +129,11 @@ def test_the_valid_scenario_loads(tmp_path: Path) -> None:
     scenario = load(_write(tmp_path, VALID))
     assert scenario.node_count == 4
     assert [group.count for group in scenario.node_groups] == [1, 3]
-    assert scenario.durations["step"] == {"dist": "normal", "mean": 1.0, "std": 0.1}
+    from detray.sim.durations import parse_spec
+
+    assert parse_spec("step", scenario.durations["step"]) == parse_spec(
+        "step", {"dist": "normal", "mean": 1.0, "std": 0.1}
+    )
     assert [type(f).__name__ for f in scenario.faults(1)] == ["KillNode", "EvictCopies", "SlowNode"]
 
 
