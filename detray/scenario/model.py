@@ -185,9 +185,9 @@ def _one(entry: FaultEntry, at_s: float, node: _NodeDraw) -> list[F.Fault]:
         # `random`: any worker running a task anywhere, drawn when the fault happens (a node
         # drawn up front may have nothing running by then).
         ref = value["node"] if isinstance(value, Mapping) else value
-        target = None if ref == RANDOM else int(ref)
+        victim_node = None if ref == RANDOM else int(ref)
         task_name = value.get("task_name") if isinstance(value, Mapping) else None
-        return [F.KillWorker(at_s=at_s, node=target, task_name=task_name)]
+        return [F.KillWorker(at_s=at_s, node=victim_node, task_name=task_name)]
     if action == "partition":
         groups = tuple(tuple(int(n) for n in group) for group in value)
         return [F.Partition(at_s=at_s, groups=groups, heal_at_s=entry.heal_at_s)]

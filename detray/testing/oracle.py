@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from detray import exceptions as X
-from detray.core.ids import creating_task, is_put
+from detray.core.ids import ObjectID, creating_task, is_put
 from detray.testing.harness import Outcome, run
 
 REFERENCE_CLUSTER: dict[str, Any] = {"nodes": [{"count": 1, "resources": {"CPU": 1}}]}
@@ -152,7 +152,7 @@ def explain(outcome: Outcome) -> str | None:
     if isinstance(error, X.ObjectFetchTimedOutError):
         return _needs(injected, _DELAYS, "the fetch timed out")
     if isinstance(error, X.ObjectLostError):
-        obj = error.object_ref_hex
+        obj = ObjectID(error.object_ref_hex)
         if not is_put(obj) and obj in outcome.rebuildable:
             return None  # it had lineage: detray must have rebuilt it
         return _needs(injected, _COPY_LOSSES, f"{obj} had no lineage and its copies were lost")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from detray.sim import faults as F
 
@@ -91,7 +91,7 @@ def scenario_yaml(
         "workload": {"function": _function_path(program)},
         "faults": [fault_entry(f) for f in (faults or ())],
     }
-    text = yaml.safe_dump(document, sort_keys=False, default_flow_style=None, width=100)
+    text: str = yaml.safe_dump(document, sort_keys=False, default_flow_style=None, width=100)
     if document["workload"]["function"] == "FILL_ME:program":
         text = "# workload.function: give the program as module:function (importable from here)\n" + text
     return text
