@@ -393,19 +393,6 @@ class Scheduler:
         """Attempts here that no live node can fit (they wait for one to join)."""
         return len(self._infeasible)
 
-    def self_description(self, *, now: float, stimulus_id: str) -> E.NodeJoined:
-        """This node as a ``NodeJoined`` for schedulers that must learn it."""
-        assert self.state is SchedulerState.ALIVE, (self.node, self.state)
-        return E.NodeJoined(
-            now=now,
-            stimulus_id=stimulus_id,
-            node=self.node,
-            incarnation=self.incarnation,
-            resources=dict(self._ledger.total),
-            object_store_bytes=self.object_store_bytes,
-            spill_enabled=self.spill_enabled,
-        )
-
     def story(self, key: str) -> list[str]:
         """Recent history lines of a task id, worker id or node id."""
         return [f"{sid}: {text}" for k, sid, text in self._story if k == key]

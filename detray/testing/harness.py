@@ -137,7 +137,7 @@ def run(
         runtime.get_observer = None
         detray.shutdown()
     outcome.wall_s = _time.perf_counter() - started
-    _record_coverage(outcome)
+    record_coverage(outcome.faults_injected, outcome.recovery)
     return outcome
 
 
@@ -201,10 +201,6 @@ def recovery_counts(stats: Mapping[str, int]) -> Counter[str]:
 SESSION_FAULTS: Counter[str] = Counter()
 SESSION_RECOVERY: Counter[str] = Counter()
 SESSION_RUNS: list[int] = [0]
-
-
-def _record_coverage(outcome: Outcome) -> None:
-    record_coverage(outcome.faults_injected, outcome.recovery)
 
 
 def record_coverage(faults_injected: Mapping[str, int], recovery: Mapping[str, int]) -> None:

@@ -126,9 +126,9 @@ def _first_mismatch(outcome: Outcome, ref: Outcome) -> str | None:
             stored.serialized.buffers
         ) == list(theirs.serialized.buffers):
             continue
-        mine, expected = read(stored), read(theirs)
         if stored.is_error or theirs.is_error:
             continue  # an error value: judged as the run's error
+        mine, expected = read(stored), read(theirs)
         if not values_equal(mine, expected):
             return (
                 f"get({obj}) returned {_short(mine)} but the reference run got {_short(expected)} "

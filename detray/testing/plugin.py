@@ -67,13 +67,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _real_runtime_available() -> bool:
-    import importlib
+    from detray.api import _load_driver
 
     try:
-        module = importlib.import_module("detray.real")
-    except ModuleNotFoundError:
+        _load_driver("real")
+    except NotImplementedError:
         return False
-    return callable(getattr(module, "start", None))
+    return True
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

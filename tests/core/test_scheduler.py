@@ -792,15 +792,6 @@ def test_worker_ids_of_a_new_incarnation_never_collide_with_the_old_ones() -> No
     assert fresh.stats["unknown_worker_died"] == 1
 
 
-def test_self_description_lets_other_schedulers_learn_this_node() -> None:
-    node = Node(resources={CPU: 3, GPU: 1})
-    joined = node.scheduler.self_description(now=5.0, stimulus_id="x")
-    assert (joined.node, joined.incarnation, joined.resources) == (N0, 0, units_of({CPU: 3, GPU: 1}))
-    other = Scheduler(N1, incarnation=0, resources=units_of({CPU: 1}))
-    other.handle(joined)
-    assert N0 in other.view()
-
-
 # --- policy is pluggable and decisions are deterministic -------------------------------------------
 
 
