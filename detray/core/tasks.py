@@ -1461,3 +1461,10 @@ def _retryable(spec: TaskSpec, error_types: tuple[str, ...]) -> bool:
     if allowed is False:
         return False
     return any(name in allowed for name in error_types)
+
+
+def will_retry(spec: TaskSpec, attempt: int, error_types: tuple[str, ...]) -> bool:
+    """Whether an attempt that raised ``error_types`` will be retried (the task manager's
+    rule): drivers use it to store the error as the result only when it is final."""
+    budget = spec.max_retries
+    return _retryable(spec, error_types) and (budget == INFINITE or attempt <= budget)

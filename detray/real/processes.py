@@ -93,8 +93,12 @@ class ProcessError(RuntimeError):
 # --- spawning a child that dies with this process ---------------------------------------------
 
 
-def spawn_dying_with_parent(args: list[str], **popen_kwargs: Any) -> subprocess.Popen[bytes]:
-    """``subprocess.Popen(args, **popen_kwargs)`` whose child is SIGKILLed when this process dies.
+def spawn_dying_with_parent(
+    args: list[str], *, death_signal: int = signal.SIGKILL, **popen_kwargs: Any
+) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen(args, **popen_kwargs)`` whose child gets ``death_signal`` (default
+    SIGKILL) when this process dies; a child that must clean up (the raylet owns shared
+    memory) asks for SIGTERM and handles it.
 
     Linux only (``prctl(PR_SET_PDEATHSIG)``); elsewhere a plain ``Popen``.
     Called off the main thread, the fork happens on a helper thread that
@@ -107,7 +111,10 @@ def spawn_dying_with_parent(args: list[str], **popen_kwargs: Any) -> subprocess.
 
     def spawn() -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            args, preexec_fn=_die_with_parent_preexec(os.getpid()), start_new_session=True, **popen_kwargs
+            args,
+            preexec_fn=_die_with_parent_preexec(os.getpid(), int(death_signal)),
+            start_new_session=True,
+            **popen_kwargs,
         )
 
     if threading.current_thread() is threading.main_thread():
@@ -118,7 +125,7 @@ def spawn_dying_with_parent(args: list[str], **popen_kwargs: Any) -> subprocess.
 _prctl: Any = None
 
 
-def _die_with_parent_preexec(parent_pid: int) -> Callable[[], None] | None:
+def _die_with_parent_preexec(parent_pid: int, kill_signal: int) -> Callable[[], None] | None:
     global _prctl
     if not sys.platform.startswith("linux"):
         return None
@@ -128,7 +135,6 @@ def _die_with_parent_preexec(parent_pid: int) -> Callable[[], None] | None:
         prctl.restype = ctypes.c_int
         _prctl = prctl
     prctl = _prctl
-    kill_signal = int(signal.SIGKILL)
 
     def preexec() -> None:  # runs in the child between fork and exec
         if prctl(PR_SET_PDEATHSIG, kill_signal, 0, 0, 0) != 0:
@@ -314,6 +320,7 @@ def spawn_python_child(
     python: str = sys.executable,
     env: Mapping[str, str] | None = None,
     stop_timeout_s: float = DEFAULT_STOP_TIMEOUT_S,
+    death_signal: int = signal.SIGKILL,
     **popen_kwargs: Any,
 ) -> ChildProcess:
     """Start ``python`` running ``target`` (``"package.module:function"``) called with a ``ChildContext``.
@@ -356,6 +363,7 @@ def spawn_python_child(
             pass_fds=(read_fd,),
             cwd=boot["cwd"],
             env=None if env is None else dict(env),
+            death_signal=death_signal,
             **popen_kwargs,
         )
     except OSError as exc:

@@ -35,7 +35,8 @@ from detray.core import events as E
 from detray.core import ids
 from detray.core.errors import ErrorKind, Failure
 from detray.core.ids import ActorID, NodeID, ObjectID, TaskID, WorkerID
-from detray.core.specs import INFINITE, TaskKind, TaskSpec
+from detray.core.specs import TaskKind, TaskSpec
+from detray.core.tasks import will_retry
 from detray.exceptions import (
     ActorDiedError,
     ObjectLostError,
@@ -529,7 +530,7 @@ class Executor:
                 c.emit(node, "actor.alive", actor=spec.actor_id)
                 self._actor_record(spec.actor_id, "ALIVE", node, worker.worker, run.attempt - 1)
         else:
-            final = cancelled or not _will_retry(spec, run.attempt, error_types)
+            final = cancelled or not will_retry(spec, run.attempt, error_types)
             sizes = self._store(spec, stored * len(spec.return_ids), node) if final else ()
             c.emit(node, "task.failed", task=task, attempt=run.attempt, error=error_types[0], final=final)
             c.feed(
@@ -885,20 +886,6 @@ def _method_body(executor: Executor, run: Run) -> list[Any]:
     args, kwargs = executor.resolve_args(payload)
     result = getattr(actor.instance, payload.method)(*args, **kwargs)
     return executor.pack_returns(run, result)
-
-
-def _will_retry(spec: TaskSpec, attempt: int, error_types: tuple[str, ...]) -> bool:
-    """Whether the task manager will retry an attempt that raised (then its error is not
-    stored as the result). Mirrors the task manager's rule on ``retry_exceptions``."""
-    allowed = spec.retry_exceptions
-    if allowed is True:
-        retryable = True
-    elif allowed is False:
-        retryable = False
-    else:
-        retryable = any(name in allowed for name in error_types)
-    budget = spec.max_retries
-    return retryable and (budget == INFINITE or attempt <= budget)
 
 
 def _cancelled_error() -> type[BaseException]:

@@ -16,7 +16,7 @@ import pytest
 
 import detray
 
-DRIVERS = ["sim"]
+DRIVERS = ["sim", "real"]
 
 
 class Driver:

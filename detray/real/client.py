@@ -1,0 +1,166 @@
+"""A process's connection to its raylet: batched sends, request/reply, pushed messages, ref changes.
+
+Owns: the one authenticated channel of a driver or worker process to the
+raylet, the lock that makes sending thread-safe, the reader thread that
+completes replies (by request number) and hands pushed messages (worker
+assignments, task runs, printed lines) to the process's handler, and the
+queue of reference changes the ``ObjectRef``/``ActorHandle`` hooks record.
+Must not: interpret values or decide anything.
+
+Theory of operation: every send takes the recorded reference changes and
+ships them in the same batch, right after the message (``protocol.REFS``
+last: the raylet learns a new object's owner from the ``SUBMIT``/``PUT``
+before it counts the refs to it; a batch is handled as a whole, so no task
+can finish in between).
+A flusher thread sends changes left over after ``FLUSH_INTERVAL_S`` (a
+program that drops refs and then idles still frees its objects). When the
+channel closes, every pending reply fails with ``RaySystemError``, so no
+caller waits forever on a raylet that is gone.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from detray.core.ids import ActorID, ObjectID
+from detray.exceptions import RaySystemError
+from detray.real import protocol as P
+from detray.real.channel import Channel, ChannelError
+
+FLUSH_INTERVAL_S = 0.05
+
+
+class RayletConnection:
+    """See the module docstring. ``on_push(message)`` runs on the reader thread."""
+
+    def __init__(self, channel: Channel, on_push: Callable[[P.Message], None]) -> None:
+        self.channel = channel
+        self.on_push = on_push
+        self.lock = threading.Lock()
+        self.pending: dict[int, concurrent.futures.Future[Any]] = {}
+        self.requests = itertools.count(1)
+        self.closed = False
+        self.close_reason = "the connection to the raylet is closed"
+        self.added: deque[ObjectID] = deque()
+        self.removed: deque[ObjectID] = deque()
+        self.escaped: deque[ObjectID] = deque()
+        self.actors_added: deque[ActorID] = deque()
+        self.actors_removed: deque[ActorID] = deque()
+        self._stop = threading.Event()
+        self.reader = threading.Thread(target=self._read_loop, name="detray-raylet-reader", daemon=True)
+        self.reader.start()
+        self.flusher = threading.Thread(target=self._flush_loop, name="detray-ref-flusher", daemon=True)
+        self.flusher.start()
+
+    # --- sending ------------------------------------------------------------------------------------
+
+    def _ref_batch(self) -> list[P.Message]:
+        if not (self.added or self.removed or self.escaped or self.actors_added or self.actors_removed):
+            return []
+        return [
+            (
+                P.REFS,
+                _drain(self.added),
+                _drain(self.removed),
+                _drain(self.actors_added),
+                _drain(self.actors_removed),
+                _drain(self.escaped),
+            )
+        ]
+
+    def send(self, *messages: P.Message) -> None:
+        """Send ``messages`` (after the recorded ref changes) in one batch."""
+        with self.lock:
+            if self.closed:
+                raise RaySystemError(self.close_reason)
+            batch = [*messages, *self._ref_batch()]
+            try:
+                self.channel.send_obj(batch)
+            except (ChannelError, OSError) as exc:
+                self._close(f"the connection to the raylet broke: {exc}")
+                raise RaySystemError(self.close_reason) from exc
+
+    def request(self, make: Callable[[int], P.Message]) -> tuple[int, concurrent.futures.Future[Any]]:
+        """Send the message ``make(req)`` and return ``req`` and the future of its reply."""
+        req = next(self.requests)
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.pending[req] = future
+        try:
+            self.send(make(req))
+        except BaseException:
+            self.pending.pop(req, None)
+            raise
+        return req, future
+
+    def call(self, make: Callable[[int], P.Message], timeout_s: float | None = None) -> Any:
+        """``request`` and wait for the reply."""
+        _, future = self.request(make)
+        return future.result(timeout_s)
+
+    def flush_refs(self) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            batch = self._ref_batch()
+            if batch:
+                try:
+                    self.channel.send_obj(batch)
+                except (ChannelError, OSError) as exc:
+                    self._close(f"the connection to the raylet broke: {exc}")
+
+    # --- receiving ----------------------------------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        channel = self.channel
+        pending = self.pending
+        try:
+            while True:
+                batch = channel.recv_obj()
+                for message in batch:
+                    if message[0] == P.REPLY:
+                        future = pending.pop(message[1], None)
+                        if future is not None and not future.done():
+                            future.set_result(message[2])
+                    else:
+                        self.on_push(message)
+        except (ChannelError, EOFError, OSError) as exc:
+            self._close(f"the raylet is gone ({type(exc).__name__}: {exc})")
+        finally:
+            self._stop.set()
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(FLUSH_INTERVAL_S):
+            if self.added or self.removed or self.escaped or self.actors_added or self.actors_removed:
+                self.flush_refs()
+
+    def _close(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        for req in list(self.pending):
+            future = self.pending.pop(req, None)
+            if future is not None and not future.done():
+                future.set_exception(RaySystemError(reason))
+        self.on_push((P.EXIT,))
+
+    def close(self) -> None:
+        self._stop.set()
+        with self.lock:
+            self.closed = True
+        self.channel.close()
+
+
+def _drain(queue: deque[Any]) -> list[Any]:
+    out = []
+    popleft = queue.popleft
+    try:
+        while True:
+            out.append(popleft())
+    except IndexError:
+        return out

@@ -1,0 +1,419 @@
+"""A worker process: runs the task bodies and actors its raylet sends it.
+
+Owns: this process's side of a task attempt: loading the function (from the
+function table in Redis, once per function), resolving arguments (inline
+bytes from the message, large ones read zero-copy from the node's store),
+calling the user's code with the caller set for nested API calls, packing
+results (small inline, large written into the store by this process) and
+errors (``RayTaskError`` with the remote traceback), GPU ids in
+``CUDA_VISIBLE_DEVICES``, forwarding printed lines to the driver, and the
+actor instance with its execution model: one call at a time on the main
+thread, a thread pool for ``max_concurrency > 1``, an asyncio loop thread
+for async actors. Must not: decide retries or placement (the core decides;
+this reports ``DONE`` with what happened).
+
+Theory of operation: the connection's reader thread receives messages; a
+run of a normal task or a single-threaded actor goes to a queue the main
+thread drains; runs for a threaded actor go to its pool and for an async
+actor onto its loop. A non-forced cancel raises ``TaskCancelledError`` in
+the thread running the task (``PyThreadState_SetAsyncExc``; blocking waits
+in detray wake up every ``WAIT_SLICE_S`` so it lands) or cancels the asyncio
+task. When the raylet goes away the worker exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import ctypes
+import inspect
+import io
+import os
+import pickle
+import queue
+import sys
+import threading
+from typing import Any
+
+from detray import controlplane
+from detray import runtime as runtime_mod
+from detray.core.ids import ActorID, JobID, NodeID, ObjectID, TaskID, WorkerID
+from detray.core.resources import as_floats
+from detray.core.specs import TaskKind, TaskSpec
+from detray.core.tasks import will_retry
+from detray.exceptions import RayTaskError, TaskCancelledError, as_raised, error_type_names, format_traceback
+from detray.real import protocol as P
+from detray.real.channel import connect
+from detray.real.client import RayletConnection
+from detray.real.processes import ChildContext
+from detray.real.runtime import CALLER, Caller, RealRuntime
+from detray.real.shm_client import StoreClient, StoreLocation
+from detray.serialization import SerializedObject, deserialize, serialize, unpickle_function
+
+_EXIT = object()
+
+
+class Run:
+    __slots__ = ("spec", "attempt", "body", "gpu_ids", "args", "meta", "concurrency", "thread", "async_task", "cancelled")
+
+    def __init__(self, message: P.Message) -> None:
+        _, self.spec, self.attempt, data, self.gpu_ids, self.args, meta = message
+        # (function id, method, arg slots, keyword slots, num_returns, env vars): bytes only inside
+        self.body: tuple[Any, ...] = pickle.loads(data)
+        self.meta, self.concurrency = meta if meta is not None else (None, 1)
+        self.thread: int | None = None
+        self.async_task: asyncio.Task[Any] | None = None
+        self.cancelled = False
+
+
+class Worker:
+    """This process's worker (see the module docstring)."""
+
+    def __init__(self, context: ChildContext) -> None:
+        payload = context.payload
+        assert context.token is not None
+        store = payload["store"]
+        self.store = StoreClient(
+            StoreLocation(
+                name=store["name"], memory_dir=store["memory_dir"], spill_dir=store["spill_dir"], backend=store["backend"]
+            )
+        )
+        redis = payload["redis"]
+        self.plane = controlplane.connect(redis["host"], int(redis["port"]), password=redis["password"], cluster_id=redis["cluster_id"])
+        self.node = NodeID(payload["node_id"])
+        self.job = JobID(payload["job"])
+        self.namespace = payload["namespace"]
+        self.pid = os.getpid()
+        self.inbox: queue.Queue[Any] = queue.Queue()
+        self.runs: dict[TaskID, Run] = {}
+        self.runs_lock = threading.Lock()
+        self.functions: dict[str, Any] = {}
+        self.instance: Any = None
+        self.actor_id: ActorID | None = None
+        self.actor_meta: Any = None
+        self.actor_gpu_ids: tuple[int, ...] = ()
+        self.actor_resources: dict[str, float] = {}
+        self.actor_restarted = False
+        self.pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.worker_id: WorkerID | None = None
+        self.runtime: RealRuntime | None = None
+        channel = connect(payload["raylet"], context.token)
+        self.conn = RayletConnection(channel, self.on_push)
+
+    # --- messages (reader thread) -------------------------------------------------------------------
+
+    def on_push(self, message: P.Message) -> None:
+        tag = message[0]
+        if tag == P.RUN:
+            run = Run(message)
+            with self.runs_lock:
+                self.runs[run.spec.task_id] = run
+            if run.spec.kind is TaskKind.ACTOR_TASK and self.loop is not None:
+                asyncio.run_coroutine_threadsafe(self._run_async(run), self.loop)
+            elif run.spec.kind is TaskKind.ACTOR_TASK and self.pool is not None:
+                self.pool.submit(self.execute, run)
+            else:
+                self.inbox.put(run)
+        elif tag == P.INTERRUPT:
+            self.interrupt(message[1], message[2])
+        elif tag == P.ASSIGN:
+            self.inbox.put(message)
+        elif tag == P.EXIT:
+            self.inbox.put(_EXIT)
+            if self.conn.closed:
+                os._exit(0)  # the raylet is gone: nothing to report to
+
+    def interrupt(self, task: TaskID, attempt: int) -> None:
+        with self.runs_lock:
+            run = self.runs.get(task)
+        if run is None or run.attempt != attempt:
+            return
+        run.cancelled = True
+        if run.async_task is not None and self.loop is not None:
+            self.loop.call_soon_threadsafe(run.async_task.cancel)
+        elif run.thread is not None:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(run.thread), ctypes.py_object(TaskCancelledError))
+
+    # --- the main thread ----------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        self.conn.send((P.HELLO, 0, "worker", self.pid))
+        while True:
+            item = self.inbox.get()
+            if item is _EXIT:
+                return
+            if isinstance(item, Run):
+                self.execute(item)
+            elif item[0] == P.ASSIGN:
+                self.assign(item)
+
+    def assign(self, message: P.Message) -> None:
+        _, worker_id, node, env_vars, job = message
+        self.worker_id = WorkerID(worker_id)
+        os.environ.update(env_vars)
+        default = Caller(self.worker_id, JobID(job), TaskID(f"{worker_id}/idle"))
+        self.runtime = RealRuntime(
+            self.conn,
+            self.store,
+            self.plane,
+            node=NodeID(node),
+            job=JobID(job),
+            namespace=self.namespace,
+            default_caller=default,
+            address_info={"node_id": node, "mode": "real"},
+        )
+        runtime_mod.set_current(self.runtime)
+        sys.stdout = _LineForwarder(self, "stdout")
+        sys.stderr = _LineForwarder(self, "stderr")
+
+    # --- one attempt ------------------------------------------------------------------------------
+
+    def label(self) -> str:
+        caller = CALLER.get()
+        name = caller.name if caller is not None else "worker"
+        return f"({name} pid={self.pid})"
+
+    def execute(self, run: Run) -> None:
+        spec: TaskSpec = run.spec
+        run.thread = threading.get_ident()
+        caller = self._caller(run)
+        token = CALLER.set(caller)
+        if self.runtime is not None:
+            self.runtime.default_caller = caller  # threads the task starts submit as the task
+        saved_env = self._enter_env(run)
+        try:
+            try:
+                result = self._call(run)
+                self._done(run, result, None)
+            except BaseException as exc:  # noqa: BLE001 -- reported as the task's error
+                self._done(run, None, exc)
+        except TaskCancelledError as exc:  # a late interrupt landed while reporting
+            self._done(run, None, exc)
+        finally:
+            run.thread = None
+            CALLER.reset(token)
+            self._leave_env(saved_env)
+
+    async def _run_async(self, run: Run) -> None:
+        run.async_task = asyncio.current_task()
+        CALLER.set(self._caller(run))
+        try:
+            result = self._call(run)
+            if inspect.isawaitable(result):
+                result = await result
+        except BaseException as exc:  # noqa: BLE001 -- reported as the task's error
+            self._done(run, None, exc)
+            return
+        self._done(run, result, None)
+
+    def _caller(self, run: Run) -> Caller:
+        spec = run.spec
+        assert self.worker_id is not None
+        kind = spec.kind
+        if kind is TaskKind.NORMAL:
+            return Caller(
+                self.worker_id,
+                spec.job_id,
+                TaskID(f"{spec.task_id}@{run.attempt}"),
+                task_id=spec.task_id,
+                resources=as_floats(dict(spec.resources)),
+                gpu_ids=run.gpu_ids,
+                name=spec.name,
+            )
+        meta = run.meta if kind is TaskKind.ACTOR_CREATION else self.actor_meta
+        return Caller(
+            self.worker_id,
+            spec.job_id,
+            TaskID(f"{spec.task_id}@{run.attempt}"),
+            task_id=spec.task_id,
+            actor_id=spec.actor_id,
+            actor_meta=meta,
+            resources=self.actor_resources if kind is TaskKind.ACTOR_TASK else as_floats(dict(spec.resources)),
+            gpu_ids=run.gpu_ids,
+            name=meta.class_name if meta is not None else spec.name,
+            restarted=run.attempt > 1 if kind is TaskKind.ACTOR_CREATION else self.actor_restarted,
+        )
+
+    def _enter_env(self, run: Run) -> dict[str, str | None]:
+        saved: dict[str, str | None] = {}
+        if run.spec.kind is TaskKind.ACTOR_TASK:
+            return saved
+        changes = dict(run.body[5])
+        changes["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu) for gpu in run.gpu_ids)
+        if not run.gpu_ids and "CUDA_VISIBLE_DEVICES" not in os.environ:
+            changes.pop("CUDA_VISIBLE_DEVICES")
+        for key, value in changes.items():
+            saved[key] = os.environ.get(key)
+            os.environ[key] = value
+        if run.spec.kind is TaskKind.ACTOR_CREATION:
+            return {}  # an actor keeps its environment for life
+        return saved
+
+    def _leave_env(self, saved: dict[str, str | None]) -> None:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+    def _call(self, run: Run) -> Any:
+        spec = run.spec
+        function_id, method, slots, kw_slots, _num_returns, _env = run.body
+        args = [self._resolve(slot, run) for slot in slots]
+        kwargs = {key: self._resolve(slot, run) for key, slot in kw_slots}
+        kind = spec.kind
+        if kind is TaskKind.NORMAL:
+            return self._function(function_id)(*args, **kwargs)
+        if kind is TaskKind.ACTOR_CREATION:
+            cls = self._function(function_id)
+            self.actor_id = spec.actor_id
+            self.actor_meta = run.meta
+            self.actor_gpu_ids = tuple(run.gpu_ids)
+            self.actor_resources = as_floats(dict(spec.resources))
+            self.actor_restarted = run.attempt > 1
+            self.instance = cls(*args, **kwargs)
+            return None
+        if self.instance is None:
+            raise RuntimeError(f"actor method {method} ran before its actor was created")
+        return getattr(self.instance, method)(*args, **kwargs)
+
+    def _function(self, function_id: str) -> Any:
+        function = self.functions.get(function_id)
+        if function is None:
+            data = self.plane.get_function(function_id)
+            if data is None:
+                raise RuntimeError(f"function {function_id} is not in the function table")
+            function = unpickle_function(data)
+            self.functions[function_id] = function
+        return function
+
+    def _resolve(self, slot: tuple[Any, ...], run: Run) -> Any:
+        if slot[0] == "v":
+            return deserialize(SerializedObject(inband=slot[1], buffers=list(slot[2])), read_only=True)
+        obj = slot[1]
+        assert self.runtime is not None
+        value = self.runtime.decode(obj, run.args[obj])
+        if isinstance(value, runtime_mod.StoredError):
+            raise as_raised(value.error)
+        return value
+
+    def _done(self, run: Run, result: Any, exc: BaseException | None) -> None:
+        spec = run.spec
+        task = spec.task_id
+        with self.runs_lock:
+            self.runs.pop(task, None)
+        results: list[tuple[Any, ...]] = []
+        if exc is None:
+            try:
+                packed = self._pack_returns(spec, result)
+                for obj, serialized in zip(spec.return_ids, packed):
+                    results.append(self._result(obj, serialized, False))
+            except BaseException as error:  # noqa: BLE001 -- an unpicklable result is the task's error
+                exc = error
+                results = []
+            else:
+                if spec.kind is TaskKind.ACTOR_CREATION and self.actor_meta is not None:
+                    self._start_actor_executor(run.concurrency)
+                self.conn.send((P.DONE, task, run.attempt, results, None, False, None))
+                return
+        cancelled = run.cancelled and isinstance(exc, (TaskCancelledError, asyncio.CancelledError, KeyboardInterrupt))
+        error_types = error_type_names(exc)
+        final = cancelled or not will_retry(spec, run.attempt, error_types)
+        error = self._error_value(spec, exc, cancelled)
+        if final:
+            results = [self._result(obj, error, True) for obj in spec.return_ids]
+        init_error = P.inline(error, True) if spec.kind is TaskKind.ACTOR_CREATION and not cancelled else None
+        self.conn.send((P.DONE, task, run.attempt, results, error_types, cancelled, init_error))
+
+    def _result(self, obj: ObjectID, serialized: SerializedObject, is_error: bool) -> tuple[Any, ...]:
+        assert self.runtime is not None
+        wire, size = self.runtime.store_value(obj, serialized, is_error=is_error)
+        return (obj, wire, size, tuple(serialized.contained_refs), tuple(serialized.contained_actors))
+
+    def _pack_returns(self, spec: TaskSpec, result: Any) -> list[SerializedObject]:
+        count = len(spec.return_ids)
+        name = spec.name
+        if count == 1:
+            return [serialize(result, f"the return value of {name}()")]
+        if count == 0:
+            return []
+        try:
+            values = list(result)
+        except TypeError:
+            raise ValueError(
+                f"Task {name} returned {type(result).__name__}, but num_returns={count} "
+                "needs a sequence of that many values"
+            ) from None
+        if len(values) != count:
+            raise ValueError(f"Task {name} returned {len(values)} objects, but num_returns={count}.")
+        return [serialize(value, f"return value {i + 1} of {name}()") for i, value in enumerate(values)]
+
+    def _error_value(self, spec: TaskSpec, exc: BaseException, cancelled: bool) -> SerializedObject:
+        error: Any
+        if cancelled:
+            error = TaskCancelledError(spec.task_id)
+        else:
+            error = RayTaskError.from_exception(exc, spec.name, pid=self.pid, node=self.node, actor_id=spec.actor_id)
+        try:
+            return serialize(error, f"the error of {spec.name}()")
+        except TypeError:
+            return serialize(RayTaskError(spec.name, format_traceback(exc), None, pid=self.pid, ip=self.node))
+
+    def _start_actor_executor(self, concurrency: int) -> None:
+        if self.actor_meta.is_async:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="detray-actor-loop", daemon=True).start()
+            self.loop = loop
+            return
+        if concurrency > 1:
+            self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="detray-actor")
+
+
+class _LineForwarder(io.TextIOBase):
+    """``sys.stdout``/``sys.stderr`` of a worker: each complete line goes to the driver, prefixed."""
+
+    def __init__(self, worker: Worker, stream: str) -> None:
+        self.worker = worker
+        self.stream = stream
+        self.buffer_text = ""
+        self.lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        with self.lock:
+            self.buffer_text += text
+            if "\n" not in self.buffer_text:
+                return len(text)
+            *lines, self.buffer_text = self.buffer_text.split("\n")
+        prefix = self.worker.label()
+        try:
+            self.worker.conn.send(*[(P.PRINT, f"{prefix} {line}", self.stream) for line in lines])
+        except Exception:  # noqa: BLE001 -- output after the raylet left is dropped
+            pass
+        return len(text)
+
+    def flush(self) -> None:
+        with self.lock:
+            text, self.buffer_text = self.buffer_text, ""
+        if text:
+            try:
+                self.worker.conn.send((P.PRINT, f"{self.worker.label()} {text}", self.stream))
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def main(context: ChildContext) -> None:
+    """Entry point of a worker process (``spawn_python_child``)."""
+    worker = Worker(context)
+    try:
+        worker.serve()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001
+            pass
+        os._exit(0)
