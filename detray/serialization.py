@@ -180,8 +180,9 @@ def pickle_function(function: Any, name: str | None = None) -> bytes:
 
     A closure or global that cannot be pickled raises ``TypeError`` naming it.
     """
+    filename = _source_file(function)
     try:
-        pickled: bytes = cloudpickle.dumps(function, protocol=settings.PICKLE_PROTOCOL)
+        pickled: bytes = cloudpickle.dumps((_SOURCE_MARK, filename, function), protocol=settings.PICKLE_PROTOCOL)
     except _PICKLE_ERRORS as error:
         label = name or getattr(function, "__qualname__", None) or repr(function)
         raise unpicklable_error(function, f"remote function or class {label}", error, root=label) from error
@@ -189,7 +190,50 @@ def pickle_function(function: Any, name: str | None = None) -> bytes:
 
 
 def unpickle_function(data: bytes) -> Any:
-    return pickle.loads(data)
+    """The function or class of ``pickle_function``, its code naming its source file again
+    (cloudpickle writes ``<dynamic-code>``), so remote tracebacks show the failing line."""
+    loaded = pickle.loads(data)
+    if not (isinstance(loaded, tuple) and len(loaded) == 3 and loaded[0] == _SOURCE_MARK):
+        return loaded
+    _, filename, function = loaded
+    if filename:
+        _name_source(function, filename)
+    return function
+
+
+_SOURCE_MARK = "detray-function"
+_DYNAMIC = "<dynamic-code>"
+
+
+def _source_file(function: Any) -> str | None:
+    code = getattr(function, "__code__", None)
+    if code is not None:
+        return str(code.co_filename)
+    module = __import__("sys").modules.get(getattr(function, "__module__", "") or "")
+    filename = getattr(module, "__file__", None)
+    return str(filename) if filename else None
+
+
+def _with_filename(code: types.CodeType, filename: str) -> types.CodeType:
+    if code.co_filename != _DYNAMIC:
+        return code
+    consts = tuple(_with_filename(c, filename) if isinstance(c, types.CodeType) else c for c in code.co_consts)
+    return code.replace(co_filename=filename, co_consts=consts)
+
+
+def _name_source(obj: Any, filename: str) -> None:
+    if isinstance(obj, types.FunctionType):
+        obj.__code__ = _with_filename(obj.__code__, filename)
+    elif isinstance(obj, type):
+        for member in vars(obj).values():
+            if isinstance(member, (staticmethod, classmethod)):
+                member = member.__func__
+            if isinstance(member, property):
+                for accessor in (member.fget, member.fset, member.fdel):
+                    if isinstance(accessor, types.FunctionType):
+                        accessor.__code__ = _with_filename(accessor.__code__, filename)
+            elif isinstance(member, types.FunctionType):
+                member.__code__ = _with_filename(member.__code__, filename)
 
 
 # --- naming what cannot be pickled ------------------------------------------------------------

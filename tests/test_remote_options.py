@@ -501,8 +501,13 @@ def test_a_remote_function_pickles(fake: FakeRuntime) -> None:
 # --- init -----------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("mode", "label"), [("real", "real runtime")])  # the simulator is built
-def test_init_names_the_driver_that_is_not_built(no_runtime: None, mode: str, label: str) -> None:
+@pytest.mark.parametrize(("mode", "label"), [("real", "real runtime"), ("sim", "simulator")])
+def test_init_names_a_driver_package_without_start(
+    no_runtime: None, monkeypatch: pytest.MonkeyPatch, mode: str, label: str
+) -> None:
+    import importlib
+
+    monkeypatch.delattr(importlib.import_module(f"detray.{mode}"), "start")
     with pytest.raises(NotImplementedError, match=rf"detray\.init\(mode='{mode}'\): the {label} is not built yet"):
         ray.init(mode=mode)
 

@@ -7,11 +7,10 @@ assignments, task runs, printed lines) to the process's handler, and the
 queue of reference changes the ``ObjectRef``/``ActorHandle`` hooks record.
 Must not: interpret values or decide anything.
 
-Theory of operation: every send takes the recorded reference changes and
-ships them in the same batch, right after the message (``protocol.REFS``
-last: the raylet learns a new object's owner from the ``SUBMIT``/``PUT``
-before it counts the refs to it; a batch is handled as a whole, so no task
-can finish in between).
+Theory of operation: every send takes the recorded reference changes first
+and ships them in the same batch (``protocol.REFS`` before the message), so
+the raylet counts a ref before it sees the call that depends on it (the core
+counts a return id's handle before its task is submitted).
 A flusher thread sends changes left over after ``FLUSH_INTERVAL_S`` (a
 program that drops refs and then idles still frees its objects). When the
 channel closes, every pending reply fails with ``RaySystemError``, so no
@@ -78,7 +77,8 @@ class RayletConnection:
         with self.lock:
             if self.closed:
                 raise RaySystemError(self.close_reason)
-            batch = [*messages, *self._ref_batch()]
+            batch = self._ref_batch()
+            batch.extend(messages)
             try:
                 self.channel.send_obj(batch)
             except (ChannelError, OSError) as exc:

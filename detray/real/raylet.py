@@ -50,7 +50,7 @@ from detray.core import commands as C
 from detray.core import events as E
 from detray.core import ids
 from detray.core.directory import ObjectStatus
-from detray.core.errors import ErrorKind, Failure
+from detray.core.errors import ErrorKind, Failure, failure
 from detray.core.ids import ActorID, NodeID, ObjectID, TaskID, WorkerID
 from detray.core.resources import as_floats
 from detray.core.router import Router
@@ -278,15 +278,13 @@ class Raylet:
                 timeout = TASK_RECORD_LAG_S if timeout is None else min(timeout, TASK_RECORD_LAG_S)
             waitables: list[Any] = [self.wake_r, *self.clients]
             ready = wait(waitables, timeout)
-            if DEBUG:
-                logger.warning("ready %s of %d clients", ready, len(self.clients))
             for item in ready:
                 if item == self.wake_r:
                     self._take_new_channels()
                 else:
                     self._read(self.clients.get(item))  # type: ignore[call-overload]
                 if self.stopping:
-                    break
+                    break  # type: ignore[unreachable]  # a handler may set it
             self._fire_timers()
             self._reap_spawning()
             self._flush()
@@ -316,6 +314,14 @@ class Raylet:
         try:
             while True:
                 batch = channel.recv_obj()
+                owner_of = self.owner_of
+                for message in batch:  # owners of objects this batch creates, before its ref counts
+                    tag = message[0]
+                    if tag == P.SUBMIT:
+                        for obj in message[1].return_ids:
+                            owner_of[obj] = message[1].owner
+                    elif tag == P.PUT:
+                        owner_of[message[1]] = message[2]
                 for message in batch:
                     self.handlers[message[0]](client, message)
                 if self.stopping or not channel.poll(0):
@@ -343,8 +349,10 @@ class Raylet:
                     client.channel.send_obj([(P.EXIT,)])
             except (ChannelError, OSError):
                 pass
+        for proc in self.spawning:
+            proc.process.stop(0.5)  # not connected yet: nothing to finish
         deadline = time.monotonic() + STOP_GRACE_S
-        processes = [w.process for w in [*self.workers.values(), *self.warm, *self.spawning]]
+        processes = [w.process for w in [*self.workers.values(), *self.warm]]
         for process in processes:
             try:
                 process.wait(max(0.0, deadline - time.monotonic()))
@@ -377,7 +385,12 @@ class Raylet:
             handle = self.router.handle
             executors = self.executors
             while events:
-                for command in handle(events.popleft()):
+                event = events.popleft()
+                if DEBUG:
+                    logger.warning("event %s", event)
+                for command in handle(event):
+                    if DEBUG:
+                        logger.warning("  -> %s", command)
                     executors[type(command)](command)
         finally:
             self.feeding = False
@@ -614,10 +627,10 @@ class Raylet:
         value = self.values.get(obj)
         if value is not None:
             return value.wire
-        failure = self.router.directory.failure(obj)
-        if failure is not None:
-            return self._failure_wire(failure)
-        return ("f", Failure(ErrorKind.OBJECT_LOST, f"object {obj} has no value on node {self.node}"), None)
+        known = self.router.directory.failure(obj)
+        if known is not None:
+            return self._failure_wire(known)
+        return ("f", failure(ErrorKind.OBJECT_LOST, f"object {obj} has no value on node {self.node}", obj=obj), None)
 
     def _failure_wire(self, failure: Failure) -> P.Wire:
         cause = None
@@ -815,8 +828,8 @@ class Raylet:
         failed = dict(command.failed)
         values = {}
         for obj in waiter.objects:
-            failure = failed.get(obj)
-            values[obj] = self._failure_wire(failure) if failure is not None else self.wire_of(obj)
+            cause = failed.get(obj)
+            values[obj] = self._failure_wire(cause) if cause is not None else self.wire_of(obj)
         self.send(client, (P.REPLY, waiter.req, ("values", values)))
 
     def delete_copy(self, command: C.DeleteCopy) -> None:

@@ -60,7 +60,8 @@ class Run:
         _, self.spec, self.attempt, data, self.gpu_ids, self.args, meta = message
         # (function id, method, arg slots, keyword slots, num_returns, env vars): bytes only inside
         self.body: tuple[Any, ...] = pickle.loads(data)
-        self.meta, self.concurrency = meta if meta is not None else (None, 1)
+        self.meta: Any = None if meta is None else meta[0]
+        self.concurrency: int = 1 if meta is None else int(meta[1])
         self.thread: int | None = None
         self.async_task: asyncio.Task[Any] | None = None
         self.cancelled = False
@@ -309,8 +310,8 @@ class Worker:
                 packed = self._pack_returns(spec, result)
                 for obj, serialized in zip(spec.return_ids, packed):
                     results.append(self._result(obj, serialized, False))
-            except BaseException as error:  # noqa: BLE001 -- an unpicklable result is the task's error
-                exc = error
+            except BaseException as pack_error:  # noqa: BLE001 -- an unpicklable result is the task's error
+                exc = pack_error
                 results = []
             else:
                 if spec.kind is TaskKind.ACTOR_CREATION and self.actor_meta is not None:
@@ -320,10 +321,10 @@ class Worker:
         cancelled = run.cancelled and isinstance(exc, (TaskCancelledError, asyncio.CancelledError, KeyboardInterrupt))
         error_types = error_type_names(exc)
         final = cancelled or not will_retry(spec, run.attempt, error_types)
-        error = self._error_value(spec, exc, cancelled)
+        error_value = self._error_value(spec, exc, cancelled)
         if final:
-            results = [self._result(obj, error, True) for obj in spec.return_ids]
-        init_error = P.inline(error, True) if spec.kind is TaskKind.ACTOR_CREATION and not cancelled else None
+            results = [self._result(obj, error_value, True) for obj in spec.return_ids]
+        init_error = P.inline(error_value, True) if spec.kind is TaskKind.ACTOR_CREATION and not cancelled else None
         self.conn.send((P.DONE, task, run.attempt, results, error_types, cancelled, init_error))
 
     def _result(self, obj: ObjectID, serialized: SerializedObject, is_error: bool) -> tuple[Any, ...]:

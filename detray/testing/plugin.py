@@ -61,7 +61,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("--detray-mode") == "real":
         if not _real_runtime_available():
             raise pytest.UsageError(
-                "--detray-mode real: this version of detray has no real runtime yet "
+                "--detray-mode real: this installation of detray has no real runtime "
                 "(docs/compatibility.md); run the tests on the simulator (the default)"
             )
 
@@ -127,6 +127,18 @@ def detray_cluster(request: pytest.FixtureRequest, detray_seed: int) -> Iterator
     if kwargs.get("durations"):
         extra["durations"] = dict(kwargs["durations"])
     mode = request.config.getoption("--detray-mode")
+    if mode == "real":
+        faults = list(kwargs.get("faults") or ())
+        _REAL_RUNS.append(len(faults))
+        totals = real_resources(cluster)
+        cpus = totals.pop("CPU", 1.0)
+        gpus = totals.pop("GPU", 0.0)
+        detray.init(num_cpus=cpus, num_gpus=gpus, resources=totals or None)
+        try:
+            yield RealCluster()
+        finally:
+            detray.shutdown()
+        return
     detray.init(mode=mode, seed=detray_seed, cluster=cluster, faults=list(kwargs.get("faults") or ()), **extra)
     sim = detray.sim.current_cluster()
     try:
@@ -134,6 +146,31 @@ def detray_cluster(request: pytest.FixtureRequest, detray_seed: int) -> Iterator
         _record(sim)
     finally:
         detray.shutdown()
+
+
+_REAL_RUNS: list[int] = []
+"""One entry per test run on the real runtime: how many faults its marker asked for (not injected)."""
+
+
+def real_resources(cluster: Any) -> dict[str, float]:
+    """The resources of a simulated cluster description, summed onto the one real node."""
+    totals: dict[str, float] = {}
+    for group in cluster.get("nodes") or ():
+        count = int(group.get("count", 1))
+        for name, amount in (group.get("resources") or {}).items():
+            totals[name] = totals.get(name, 0.0) + count * float(amount)
+    return totals
+
+
+class RealCluster:
+    """What ``detray_cluster`` yields with ``--detray-mode real``: the one machine's cluster."""
+
+    mode = "real"
+
+    def live_nodes(self) -> list[str]:
+        import detray
+
+        return [str(node["NodeID"]) for node in detray.nodes() if node["Alive"]]
 
 
 def _record(sim: Any) -> None:
@@ -169,10 +206,15 @@ def replay_command(item: pytest.Item, seed: int) -> str:
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     runs = harness.SESSION_RUNS[0]
-    if not runs and not _FAILED:
+    if not runs and not _FAILED and not _REAL_RUNS:
         return
     write = terminalreporter.write_line
     terminalreporter.section("detray")
+    if _REAL_RUNS:
+        write(
+            f"{len(_REAL_RUNS)} run(s) on the real runtime (one machine, all marker nodes' resources summed); "
+            f"faults not injected there: {sum(_REAL_RUNS)}"
+        )
     if runs:
         injected = harness.SESSION_FAULTS
         write(f"{runs} simulated run(s). Fault kinds injected:")

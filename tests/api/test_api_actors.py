@@ -131,11 +131,12 @@ def test_async_actor_methods_run_concurrently(driver):
             return self.order
 
     sleeper = Sleeper.remote()
+    assert ray.get(sleeper.log.remote()) == []  # created (on the real runtime, in its own process)
     start = time.monotonic()
     assert ray.get([sleeper.nap.remote("long", 0.4), sleeper.nap.remote("short", 0.1)]) == ["long", "short"]
     assert time.monotonic() - start < 0.8  # concurrent, not 0.5 in a row plus overhead
     log = ray.get(sleeper.log.remote())
-    assert log[:2] == [("start", "long"), ("start", "short")]
+    assert log[:2] == [("start", "long"), ("start", "short")]  # the second started before the first ended
     assert log[2:] == [("end", "short"), ("end", "long")]
 
 

@@ -133,11 +133,27 @@ def test_no_task_may_be_lost(schedule, seed):
     result.stdout.fnmatch_lines(["*workload: {function: 'test_shrink:program'}*", "*kill_worker:*"])
 
 
-def test_the_real_mode_is_refused_clearly_until_the_real_runtime_exists(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_app=CLUSTER_TEST)
-    result = pytester.runpytest_subprocess("-q", "--detray-mode", "real")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--detray-mode real: this version of detray has no real runtime yet*"])
+PORTABLE_TEST = '''
+import pytest
+import detray
+from detray.sim.faults import KillNode
+
+@detray.remote
+def square(x):
+    return x * x
+
+@pytest.mark.detray(nodes=[{"count": 3, "resources": {"CPU": 2}}], faults=[KillNode(at_s=0.0005, node=2)])
+def test_squares(detray_cluster):
+    assert detray.cluster_resources()["CPU"] == 6
+    assert detray.get([square.remote(i) for i in range(30)]) == [i * i for i in range(30)]
+'''
+
+
+def test_the_same_tests_run_on_the_real_runtime(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_app=PORTABLE_TEST)
+    result = pytester.runpytest_subprocess("-q", "--detray-mode", "real", "-p", "no:randomly")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*1 run(s) on the real runtime*faults not injected there: 1"])
 
 
 def test_bad_marker_keywords_are_named(pytester: pytest.Pytester) -> None:
