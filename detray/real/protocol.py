@@ -44,6 +44,7 @@ LOOKUP = "lookup"  # (LOOKUP, req, name, namespace)
 INFO = "info"  # (INFO, req, what "cluster"|"available"|"nodes")
 DONE = "done"  # (DONE, task, attempt, results, error_types|None, cancelled, init_error wire|None)
 PRINT = "print"  # (PRINT, text, stream) worker output; raylet -> driver: (PRINT, line, stream)
+LOST = "lost"  # (LOST, objects): their store files are gone (a get found them missing)
 SHUTDOWN = "shutdown"  # (SHUTDOWN, req): the driver ends the cluster
 
 # raylet -> client

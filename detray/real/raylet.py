@@ -36,6 +36,7 @@ import heapq
 import logging
 import os
 import queue
+import selectors
 import signal
 import sys
 import threading
@@ -184,6 +185,9 @@ class Raylet:
         self.feeding = False
         self.stopping = False
         self.new_channels: queue.Queue[Channel] = queue.Queue()
+        self.selector = selectors.DefaultSelector()
+        self.dirty: dict[Client, None] = {}
+        """Clients with replies waiting to be sent at the end of this round."""
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         self.handlers: dict[str, Callable[[Client, P.Message], None]] = {
@@ -200,6 +204,7 @@ class Raylet:
             P.INFO: self.on_info,
             P.DONE: self.on_done,
             P.PRINT: self.on_print,
+            P.LOST: self.on_lost,
             P.SHUTDOWN: self.on_shutdown,
         }
         self.executors: dict[type, Callable[[Any], None]] = {
@@ -268,30 +273,33 @@ class Raylet:
                 return
 
     def serve(self) -> None:
-        from multiprocessing.connection import wait
-
+        selector = self.selector
+        selector.register(self.wake_r, selectors.EVENT_READ, None)
         while not self.stopping:
             timeout = None
             if self.timers:
                 timeout = max(0.0, self.timers[0][0] - self.now())
             if self.task_records.pending:
                 timeout = TASK_RECORD_LAG_S if timeout is None else min(timeout, TASK_RECORD_LAG_S)
-            waitables: list[Any] = [self.wake_r, *self.clients]
-            ready = wait(waitables, timeout)
-            for item in ready:
-                if item == self.wake_r:
+            for key, _ in selector.select(timeout):
+                client = key.data
+                if client is None:
                     self._take_new_channels()
                 else:
-                    self._read(self.clients.get(item))  # type: ignore[call-overload]
+                    self._read(client)
                 if self.stopping:
                     break  # type: ignore[unreachable]  # a handler may set it
-            self._fire_timers()
-            self._reap_spawning()
-            self._flush()
-            try:
-                self.task_records.maybe_flush(self.now())
-            except controlplane.ControlPlaneUnavailable:
-                logger.warning("the control plane is unavailable: task records are kept for the next flush")
+            if self.timers:
+                self._fire_timers()
+            if self.spawning:
+                self._reap_spawning()
+            if self.dirty:
+                self._flush()
+            if self.task_records.pending:
+                try:
+                    self.task_records.maybe_flush(self.now())
+                except controlplane.ControlPlaneUnavailable:
+                    logger.warning("the control plane is unavailable: task records are kept for the next flush")
 
     def _take_new_channels(self) -> None:
         try:
@@ -305,7 +313,9 @@ class Raylet:
             except queue.Empty:
                 return
             self.client_counter += 1
-            self.clients[channel] = Client(channel, self.client_counter)
+            client = Client(channel, self.client_counter)
+            self.clients[channel] = client
+            self.selector.register(channel, selectors.EVENT_READ, client)
 
     def _read(self, client: Client | None) -> None:
         if client is None:
@@ -330,7 +340,8 @@ class Raylet:
             self.client_gone(client)
 
     def _flush(self) -> None:
-        for client in list(self.clients.values()):
+        dirty, self.dirty = self.dirty, {}
+        for client in dirty:
             if client.out:
                 batch, client.out = client.out, []
                 try:
@@ -340,6 +351,7 @@ class Raylet:
 
     def send(self, client: Client, message: P.Message) -> None:
         client.out.append(message)
+        self.dirty[client] = None
 
     def stop(self) -> None:
         self.stopping = True
@@ -415,12 +427,15 @@ class Raylet:
                 else:
                     self.warm.append(proc)
                 return
-        client.channel.close()  # a worker this raylet did not start
-        del self.clients[client.channel]
+        self.client_gone(client)  # a worker this raylet did not start
 
     def client_gone(self, client: Client) -> None:
         if self.clients.pop(client.channel, None) is None:
             return
+        try:
+            self.selector.unregister(client.channel)
+        except (KeyError, ValueError):
+            pass
         client.channel.close()
         now = self.now()
         if client is self.driver:
@@ -618,7 +633,6 @@ class Raylet:
         proc.runs[task] = command.attempt
         self.send(proc.client, (P.RUN, spec, command.attempt, payload.data, gpu_ids, args, meta))
         now = self.now()
-        self.task_records.record(task, {"state": "RUNNING", "worker": command.worker, "attempt": command.attempt}, now)
         self.feed(
             E.TaskStarted(now=now, stimulus_id=task, task=task, attempt=command.attempt, node=self.node, worker=command.worker)
         )
@@ -650,7 +664,7 @@ class Raylet:
         sizes = self._store_results(results)
         spec_actor = proc.actor
         if error_types is None:
-            self.task_records.record(task, {"state": "FINISHED"}, now)
+            self.task_records.record(task, {"state": "FINISHED", "worker": proc.worker, "attempt": attempt}, now)
             self.feed(
                 E.TaskFinished(
                     now=now, stimulus_id=task, task=task, attempt=attempt, node=self.node, worker=proc.worker, return_sizes=sizes
@@ -659,7 +673,9 @@ class Raylet:
         else:
             if init_error is not None and spec_actor is not None:
                 self.init_errors[spec_actor] = init_error
-            self.task_records.record(task, {"state": "FAILED", "error": error_types[0]}, now)
+            self.task_records.record(
+                task, {"state": "FAILED", "worker": proc.worker, "attempt": attempt, "error": error_types[0]}, now
+            )
             self.feed(
                 E.TaskFailed(
                     now=now,
@@ -854,6 +870,26 @@ class Raylet:
         for actor in value.actors:
             self._actor_handles(actor, -1)
 
+    def on_lost(self, client: Client, m: P.Message) -> None:
+        """A client found store files missing: forget those copies; the core rebuilds or fails."""
+        gone = []
+        location = self.store.location
+        for obj in m[1]:
+            value = self.values.get(obj)
+            if value is None or not value.in_store:
+                continue
+            if os.path.exists(location.memory_path(obj)) or os.path.exists(location.spill_path(obj)):
+                continue
+            del self.values[obj]
+            self._release_value(value)
+            try:
+                self.store.delete(obj)
+            except Exception:  # noqa: BLE001 -- its file is gone already; only the index entry goes
+                pass
+            gone.append(obj)
+        if gone:
+            self.feed(E.CopiesEvicted(now=self.now(), stimulus_id=self.sid("lost"), node=self.node, objects=tuple(gone)))
+
     def spill_object(self, command: C.SpillObject) -> None:
         value = self.values.get(command.obj)
         if value is not None and value.in_store:
@@ -1037,7 +1073,17 @@ def main(context: ChildContext) -> None:
     raylet = Raylet(context.payload, context.token)
     try:
         raylet.start()
-        raylet.serve()
+        profile_path = os.environ.get("DETRAY_RAYLET_PROFILE")
+        if profile_path:  # developers: where the raylet's time goes (cProfile stats file)
+            import cProfile
+
+            profiler = cProfile.Profile()
+            try:
+                profiler.runcall(raylet.serve)
+            finally:
+                profiler.dump_stats(profile_path)
+        else:
+            raylet.serve()
     except Terminated:
         pass
     except BaseException:

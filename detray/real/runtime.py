@@ -21,6 +21,7 @@ import contextvars
 import itertools
 import pickle
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -48,6 +49,8 @@ from detray.runtime import RuntimeContext, StoredError
 from detray.serialization import SerializedObject, argument_label, deserialize, serialize
 
 DEFAULT_NAMESPACE = "default"
+LOST_RETRIES_MAX = 3
+"""Rounds of "this object's file is gone, rebuild it" a get goes through before reporting it lost."""
 PICKLE_PROTOCOL = 5
 
 
@@ -345,11 +348,23 @@ class RealRuntime:
     def get(self, refs: Sequence[ObjectRef], timeout_s: float | None) -> list[Any]:
         self._caller()
         objects = tuple(dict.fromkeys(ref.id for ref in refs))
-        req, future = self._request("get", objects, len(objects), True)
-        answer = self._answer(req, "get", future, timeout_s)
-        if answer[0] == "timeout":
-            raise GetTimeoutError(f"Get timed out after {timeout_s} s: some object(s) not ready.")
-        values = answer[1]
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        values: dict[ObjectID, P.Wire] = {}
+        wanted = objects
+        for _ in range(LOST_RETRIES_MAX + 1):
+            req, future = self._request("get", wanted, len(wanted), True)
+            left_s = None if deadline is None else max(0.0, deadline - time.monotonic())
+            answer = self._answer(req, "get", future, left_s)
+            if answer[0] == "timeout":
+                raise GetTimeoutError(f"Get timed out after {timeout_s} s: some object(s) not ready.")
+            values.update(answer[1])
+            # A store file that vanished (deleted, or its node's memory lost) is reported;
+            # the core rebuilds the object from lineage and the next round waits for it.
+            lost = tuple(obj for obj in wanted if values[obj][0] == "s" and not self.store.contains(obj))
+            if not lost:
+                break
+            self.conn.send((P.LOST, lost))
+            wanted = lost
         decoded = {obj: self.decode(obj, wire) for obj, wire in values.items()}
         return [decoded[ref.id] for ref in refs]
 
