@@ -983,6 +983,9 @@ class Raylet:
             self.plane.release_actor_name(spec.namespace, spec.name, actor)
         self.drop_payload(ids.actor_creation_task(actor))
         self.out_of_scope.pop(actor, None)
+        self.actor_specs.pop(actor, None)
+        self.actor_meta.pop(actor, None)
+        self.actor_handles.pop(actor, None)
 
     def _actor_record(self, actor: ActorID, state: str, worker: WorkerID | None, restarts: int) -> None:
         spec = self.actor_specs.get(actor)
@@ -1024,6 +1027,9 @@ class Raylet:
     def on_info(self, client: Client, m: P.Message) -> None:
         _, req, what = m
         scheduler = self.router.schedulers.get(self.node)
+        if what == "stats":
+            self.send(client, (P.REPLY, req, self.stats()))
+            return
         if what == "cluster":
             data: Any = as_floats(scheduler.total()) if scheduler else {}
         elif what == "available":
@@ -1044,6 +1050,24 @@ class Raylet:
                 }
             ]
         self.send(client, (P.REPLY, req, data))
+
+    def stats(self) -> dict[str, int]:
+        """Sizes of the raylet's tables and the store (tests use them to find leaks)."""
+        store = self.store.stats()
+        return {
+            "clients": len(self.clients),
+            "workers": len(self.workers),
+            "workers_busy": sum(1 for proc in self.workers.values() if proc.runs),
+            "workers_warm": len(self.warm),
+            "values": len(self.values),
+            "values_in_store": sum(1 for value in self.values.values() if value.in_store),
+            "payloads": len(self.payloads),
+            "owners_known": len(self.owner_of),
+            "waiters": len(self.waiters),
+            "actors": len(self.actor_specs),
+            "store_objects": int(store.objects),
+            "store_used_bytes": int(store.used_bytes),
+        }
 
     def on_print(self, client: Client, m: P.Message) -> None:
         _, text, stream = m
