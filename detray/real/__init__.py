@@ -13,9 +13,10 @@ connections), ``processes`` (children that die with their parent),
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from detray.runtime import InitOptions
+if TYPE_CHECKING:
+    from detray.runtime import InitOptions
 
 
 def start(options: InitOptions) -> Any:

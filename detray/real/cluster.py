@@ -40,7 +40,7 @@ from detray.real.runtime import DEFAULT_NAMESPACE, Caller, RealRuntime
 from detray.real.shm_client import StoreClient
 from detray.runtime import InitOptions
 
-RAYLET_TARGET = "detray.real.raylet:main"
+RAYLET_TARGET = "detray.real.raylet_main:main"
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 OBJECT_STORE_FRACTION = 0.3

@@ -60,6 +60,7 @@ from detray.real import protocol as P
 from detray.real.channel import Channel, ChannelClosed, ChannelError, ChannelListener
 from detray.real.object_store import ObjectStore
 from detray.real.processes import ChildContext, ChildProcess, spawn_python_child
+from detray.real.zygote import ForkedProcess, Zygote
 
 logger = logging.getLogger("detray.raylet")
 
@@ -70,6 +71,10 @@ TASK_RECORD_LAG_S = 0.5
 """Task records reach Redis at most this late (write-behind)."""
 STOP_GRACE_S = 2.0
 DEBUG = bool(os.environ.get("DETRAY_RAYLET_DEBUG"))
+
+
+_ZYGOTE = object()
+"""Selector key data of the zygote's reply pipe."""
 
 
 class Client:
@@ -94,7 +99,7 @@ class WorkerProc:
 
     __slots__ = ("process", "client", "worker", "runs", "actor", "gpu_ids", "dead")
 
-    def __init__(self, process: ChildProcess) -> None:
+    def __init__(self, process: ChildProcess | ForkedProcess) -> None:
         self.process = process
         self.client: Client | None = None
         self.worker: WorkerID | None = None
@@ -140,7 +145,7 @@ class Payload:
 class Raylet:
     """One node's raylet (see the module docstring)."""
 
-    def __init__(self, config: dict[str, Any], token: bytes) -> None:
+    def __init__(self, config: dict[str, Any], token: bytes, zygote: Zygote | None = None) -> None:
         self.config = config
         self.token = token
         self.t0 = time.monotonic()
@@ -156,6 +161,9 @@ class Raylet:
             backend=config.get("store_backend", "auto"),
         )
         self.listener = ChannelListener(token, socket_dir_parent=config.get("socket_dir_parent"))
+        self.zygote: Zygote | None = zygote
+        if zygote is not None:
+            zygote.configure(self._worker_payload())
         self.plane = controlplane.connect(
             config["redis_host"], int(config["redis_port"]), password=config["redis_password"], cluster_id=config["cluster_id"]
         )
@@ -259,6 +267,8 @@ class Raylet:
         threading.Thread(target=self._accept_loop, name="detray-raylet-accept", daemon=True).start()
         for _ in range(min(WARM_WORKERS_MAX, max(1, int(cpus)))):
             self._spawn_worker()
+        if self.zygote is not None:
+            self.selector.register(self.zygote.reply_fd(), selectors.EVENT_READ, _ZYGOTE)
 
     def _accept_loop(self) -> None:
         while not self.listener.closed:
@@ -285,13 +295,15 @@ class Raylet:
                 client = key.data
                 if client is None:
                     self._take_new_channels()
+                elif client is _ZYGOTE:
+                    self._zygote_output()
                 else:
                     self._read(client)
                 if self.stopping:
                     break  # type: ignore[unreachable]  # a handler may set it
             if self.timers:
                 self._fire_timers()
-            if self.spawning:
+            if self.spawning or (self.zygote is not None and self.zygote.pending):
                 self._reap_spawning()
             if self.dirty:
                 self._flush()
@@ -363,6 +375,8 @@ class Raylet:
                 pass
         for proc in self.spawning:
             proc.process.stop(0.5)  # not connected yet: nothing to finish
+        if self.zygote is not None:
+            self.zygote.stop()  # forks not connected yet die with it
         deadline = time.monotonic() + STOP_GRACE_S
         processes = [w.process for w in [*self.workers.values(), *self.warm]]
         for process in processes:
@@ -417,17 +431,22 @@ class Raylet:
             self.driver = client
             self.send(client, (P.REPLY, req, {"node_id": self.node, "store": self.store.location}))
             return
-        for proc in self.spawning:
-            if proc.process.pid == pid:
-                self.spawning.remove(proc)
-                proc.client = client
-                client.worker = proc
-                if self.want_workers:
-                    self._assign(proc, self.want_workers.popleft())
-                else:
-                    self.warm.append(proc)
-                return
-        self.client_gone(client)  # a worker this raylet did not start
+        found = next((proc for proc in self.spawning if proc.process.pid == pid), None)
+        if found is not None:
+            self.spawning.remove(found)
+        elif self.zygote is not None:
+            forked = self.zygote.take(pid)
+            if forked is not None:
+                found = WorkerProc(forked)
+        if found is None:
+            self.client_gone(client)  # a worker this raylet did not ask for
+            return
+        found.client = client
+        client.worker = found
+        if self.want_workers:
+            self._assign(found, self.want_workers.popleft())
+        else:
+            self.warm.append(found)
 
     def client_gone(self, client: Client) -> None:
         if self.clients.pop(client.channel, None) is None:
@@ -562,13 +581,30 @@ class Raylet:
             self._assign(self.warm.pop(0), command.worker)
         else:
             self.want_workers.append(command.worker)
-            if len(self.spawning) < len(self.want_workers):
+            if self._starting() < len(self.want_workers):
                 self._spawn_worker()
-        if len(self.warm) + len(self.spawning) - len(self.want_workers) < 1 and not self.stopping:
+        if len(self.warm) + self._starting() - len(self.want_workers) < 1 and not self.stopping:
             self._spawn_worker()  # keep one warm process ready for the next request
 
+    def _starting(self) -> int:
+        """Worker processes asked for that have not said hello yet."""
+        return len(self.spawning) + (self.zygote.pending if self.zygote is not None else 0)
+
     def _spawn_worker(self) -> None:
-        payload = {
+        if self.zygote is not None and self.zygote.alive and self.zygote.request_fork():
+            return
+        process = spawn_python_child(
+            WORKER_TARGET,
+            token=self.token,
+            payload=self._worker_payload(),
+            name="detray-worker",
+            cwd=self.config["cwd"],
+            sys_path=self.config["sys_path"],
+        )
+        self.spawning.append(WorkerProc(process))
+
+    def _worker_payload(self) -> dict[str, Any]:
+        return {
             "raylet": str(self.listener.address),
             "store": {
                 "name": self.store.location.name,
@@ -586,15 +622,12 @@ class Raylet:
             "job": self.job,
             "namespace": self.namespace,
         }
-        process = spawn_python_child(
-            WORKER_TARGET,
-            token=self.token,
-            payload=payload,
-            name="detray-worker",
-            cwd=self.config["cwd"],
-            sys_path=self.config["sys_path"],
-        )
-        self.spawning.append(WorkerProc(process))
+
+    def _zygote_output(self) -> None:
+        assert self.zygote is not None
+        self.zygote.drain()
+        if not self.zygote.alive:
+            self._reap_spawning()
 
     def _reap_spawning(self) -> None:
         for proc in list(self.spawning):
@@ -602,6 +635,18 @@ class Raylet:
                 self.spawning.remove(proc)
                 logger.error("a worker process exited before connecting (exit code %s)", proc.process.returncode)
                 if self.want_workers and not self.stopping:
+                    self._spawn_worker()
+        zygote = self.zygote
+        if zygote is not None and zygote.pending and not zygote.alive:
+            logger.error("the worker zygote exited; starting workers from scratch")
+            try:
+                self.selector.unregister(zygote.reply_fd())
+            except (KeyError, ValueError, OSError):
+                pass
+            lost, zygote.pending = zygote.pending, 0
+            self.zygote = None
+            for _ in range(lost):
+                if not self.stopping:
                     self._spawn_worker()
 
     def _assign(self, proc: WorkerProc, worker: WorkerID) -> None:
@@ -1088,14 +1133,14 @@ def _terminate(signum: int, frame: Any) -> None:
     raise Terminated()
 
 
-def main(context: ChildContext) -> None:
-    """Entry point of the raylet process (``spawn_python_child``)."""
+def serve(context: ChildContext, zygote: Zygote | None) -> None:
+    """Run the raylet until the driver leaves (called by ``raylet_main.main``)."""
     logging.basicConfig(level=logging.WARNING, format="detray raylet: %(message)s", stream=sys.stderr)
     signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     assert context.token is not None
-    raylet = Raylet(context.payload, context.token)
+    raylet: Raylet | None = None
     try:
+        raylet = Raylet(context.payload, context.token, zygote)
         raylet.start()
         profile_path = os.environ.get("DETRAY_RAYLET_PROFILE")
         if profile_path:  # developers: where the raylet's time goes (cProfile stats file)
@@ -1115,4 +1160,7 @@ def main(context: ChildContext) -> None:
         raise
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raylet.stop()
+        if raylet is not None:
+            raylet.stop()
+        elif zygote is not None:
+            zygote.stop()

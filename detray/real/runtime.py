@@ -344,6 +344,10 @@ class RealRuntime:
         except concurrent.futures.TimeoutError:
             self.conn.send((P.UNREQUEST, req, kind))
             return future.result()  # the answer it had, or the timeout answer
+        except BaseException:  # interrupted (Ctrl-C, a cancelled task): withdraw the request
+            if not self.conn.closed:
+                self.conn.send((P.UNREQUEST, req, kind))
+            raise
 
     def get(self, refs: Sequence[ObjectRef], timeout_s: float | None) -> list[Any]:
         self._caller()

@@ -15,10 +15,12 @@ this reports ``DONE`` with what happened).
 Theory of operation: the connection's reader thread receives messages; a
 run of a normal task or a single-threaded actor goes to a queue the main
 thread drains; runs for a threaded actor go to its pool and for an async
-actor onto its loop. A non-forced cancel raises ``TaskCancelledError`` in
-the thread running the task (``PyThreadState_SetAsyncExc``; blocking waits
-in detray wake up every ``WAIT_SLICE_S`` so it lands) or cancels the asyncio
-task. When the raylet goes away the worker exits at once.
+actor onto its loop. A non-forced cancel of a task on the main thread sends
+this process SIGINT, as Ray does (``KeyboardInterrupt`` also ends a blocking
+``time.sleep`` or a detray ``get``); in an actor's thread pool it raises
+``TaskCancelledError`` in that thread at its next bytecode
+(``PyThreadState_SetAsyncExc``); an async call's asyncio task is cancelled.
+When the raylet goes away the worker exits at once.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import io
 import os
 import pickle
 import queue
+import signal
 import sys
 import threading
 from typing import Any
@@ -133,21 +136,28 @@ class Worker:
         run.cancelled = True
         if run.async_task is not None and self.loop is not None:
             self.loop.call_soon_threadsafe(run.async_task.cancel)
+        elif run.thread == threading.main_thread().ident:
+            # As Ray: SIGINT, so KeyboardInterrupt also ends a blocking call (time.sleep, I/O).
+            os.kill(os.getpid(), signal.SIGINT)
         elif run.thread is not None:
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(run.thread), ctypes.py_object(TaskCancelledError))
 
     # --- the main thread ----------------------------------------------------------------------------
 
     def serve(self) -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # cancel() interrupts the running task
         self.conn.send((P.HELLO, 0, "worker", self.pid))
         while True:
-            item = self.inbox.get()
-            if item is _EXIT:
-                return
-            if isinstance(item, Run):
-                self.execute(item)
-            elif item[0] == P.ASSIGN:
-                self.assign(item)
+            try:
+                item = self.inbox.get()
+                if item is _EXIT:
+                    return
+                if isinstance(item, Run):
+                    self.execute(item)
+                elif item[0] == P.ASSIGN:
+                    self.assign(item)
+            except KeyboardInterrupt:
+                continue  # an interrupt that came after its task ended
 
     def assign(self, message: P.Message) -> None:
         _, worker_id, node, env_vars, job = message
