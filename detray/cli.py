@@ -10,6 +10,12 @@ lives in its own module; this file only dispatches.
 ``EXIT_BAD_INPUT`` (2) on a bad scenario or bad arguments, and
 ``EXIT_NOT_DETERMINISTIC`` (3) when ``--check-determinism`` finds the two
 runs' traces differ. See ``docs/scenarios.md``.
+
+``detray status [--address HOST:PORT] [--password P | --password-file F]
+[--cluster-id ID] [--json]`` shows the nodes, resources, workers, objects,
+actors and tasks of running clusters, read from their control plane
+(``detray/real/status.py``; ``docs/real.md``): exit 0 with a report, 1 when
+no cluster is running, 2 on bad arguments.
 """
 
 from __future__ import annotations
@@ -59,6 +65,25 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--quiet", action="store_true", help="no progress display and none of the program's output (the summary stays)"
     )
+    status = commands.add_parser(
+        "status",
+        help="show the nodes, resources, workers, objects and actors of running clusters",
+        description="Show what the control plane (Redis) of running detray clusters holds. Without --address: the "
+        "clusters this user's drivers started (their session files). Exit status: 0 a report, 1 no cluster is "
+        "running, 2 bad arguments.",
+    )
+    status.add_argument(
+        "--address",
+        metavar="HOST:PORT",
+        help="the cluster's Redis (default: the clusters this user's drivers started, from their session files)",
+    )
+    secret = status.add_mutually_exclusive_group()
+    secret.add_argument(
+        "--password", help="the Redis password (other users see it in `ps`: prefer --password-file or $REDISCLI_AUTH)"
+    )
+    secret.add_argument("--password-file", metavar="FILE", type=Path, help="a file holding the Redis password")
+    status.add_argument("--cluster-id", metavar="ID", help="show only this cluster")
+    status.add_argument("--json", action="store_true", help="print JSON (for scripts) instead of a report")
     return parser
 
 
@@ -75,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("detray simulate: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
+    if args.command == "status":
+        from detray.real import status as status_command
+
+        return status_command.command(args)
     parser.print_help(sys.stderr)
     return EXIT_BAD_INPUT
 

@@ -85,7 +85,8 @@ KEY_LAYOUT: dict[str, tuple[str, str]] = {
     "detray:{c}:actor_name:{namespace}:{name}": ("string", "the actor id holding the name (SET NX)"),
     "detray:{c}:obj:{object_id}": ("hash", "size, owner"),
     "detray:{c}:obj_loc:{object_id}": ("set", "node ids holding a copy"),
-    "detray:{c}:task:{task_id}": ("hash", "state, attempt, node, name, ... (write-behind)"),
+    "detray:{c}:task:{task_id}": ("hash", "name, owner, state, worker, attempt, error (write-behind)"),
+    "detray:{c}:node_stats:{node_id}": ("hash", "a node's workers, objects and free resources (rewritten on change, expires)"),
     "detray:{c}:ch:nodes": ("channel", "a node record changed"),
     "detray:{c}:ch:actors": ("channel", "an actor record changed"),
     "detray:{c}:ch:objects": ("channel", "an object location was added or removed"),
@@ -633,3 +634,134 @@ def _field_text(key: str, value: str | int | float) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return repr(value)
     raise TypeError(f"task record field {key!r} must be str, int or float, got {type(value).__name__}")
+
+
+# --- read-only views for `detray status`; the node stats hash ----------------------------
+# Added for `detray status` (detray/real/status.py). The node stats key is
+# ``detray:{c}:node_stats:{node_id}`` (hash): the raylet's own counts (workers,
+# objects, available resources), rewritten when they change, with a TTL so a
+# raylet that stops reporting leaves no stale figures.
+
+_SCAN_BATCH = 1000
+
+
+def node_stats_key(keys: Keys, node_id: str) -> str:
+    """``detray:{c}:node_stats:{node_id}``: the hash of a node's current counts."""
+    return f"{keys.prefix}node_stats:{_part(node_id)}"
+
+
+def put_node_stats(
+    plane: ControlPlane, node_id: str, stats: Mapping[str, str | int | float], *, ttl_s: float
+) -> None:
+    """Replace a node's stats hash in one round trip and let it expire after ``ttl_s`` without a rewrite."""
+    if not ttl_s > 0.0:
+        raise ValueError(f"ttl_s must be > 0, got {ttl_s}")
+    key = node_stats_key(plane.keys, node_id)
+    fields = {name: _field_text(name, value) for name, value in stats.items()}
+    with plane._guard():
+        pipe = plane.client.pipeline(transaction=True)
+        pipe.delete(key)  # a field no longer published must not linger
+        if fields:
+            pipe.hset(key, mapping=fields)
+            pipe.pexpire(key, max(1, int(ttl_s * 1000)))
+        pipe.execute()
+
+
+def get_node_stats(plane: ControlPlane, node_id: str) -> dict[str, str] | None:
+    """A node's stats hash, or ``None`` when it publishes none (or stopped: the hash expired)."""
+    with plane._guard():
+        raw = plane.client.hgetall(node_stats_key(plane.keys, node_id))
+    return _decode_hash(raw) if raw else None
+
+
+def find_cluster_ids(plane: ControlPlane, *, limit: int = 1000) -> tuple[list[str], bool]:
+    """Ids of every cluster with a node table on ``plane``'s server (whatever ``plane``'s own
+    cluster id), sorted; and whether ``limit`` cut the list."""
+    found: set[str] = set()
+    with plane._guard():
+        for raw in plane.client.scan_iter(match="detray:*:nodes", count=_SCAN_BATCH):
+            middle = _text(raw)[len("detray:") : -len(":nodes")]
+            if middle and ":" not in middle:  # not e.g. an actor named "nodes": detray:c:actor_name:ns:nodes
+                found.add(_unpart(middle))
+                if len(found) > limit:
+                    break
+    ids = sorted(found)
+    return ids[:limit], len(ids) > limit
+
+
+def iter_task_records(plane: ControlPlane) -> Iterator[tuple[str, dict[str, str]]]:
+    """Every task record as (task id, fields), in no order, read lazily.
+
+    Walks the key space with SCAN (never KEYS) and reads the hashes in
+    pipelines of ``_SCAN_BATCH``, so memory stays bounded by one batch. A
+    read for a person or a script, not for the hot path; stop early by
+    breaking out of the loop.
+    """
+    prefix = plane.keys.prefix + "task:"
+    with plane._guard():
+        batch: list[str] = []
+        for raw in plane.client.scan_iter(match=_glob_escape(prefix) + "*", count=_SCAN_BATCH):
+            batch.append(_text(raw))
+            if len(batch) >= _SCAN_BATCH:
+                yield from _read_hashes(plane, batch, len(prefix))
+                batch = []
+        yield from _read_hashes(plane, batch, len(prefix))
+
+
+def scan_function_ids(plane: ControlPlane, *, limit: int) -> tuple[list[str], bool]:
+    """Up to ``limit`` function ids (``qualname:digest``) of the function table, sorted; and whether more exist."""
+    prefix = plane.keys.prefix + "fn:"
+    ids: list[str] = []
+    truncated = False
+    with plane._guard():
+        for raw in plane.client.scan_iter(match=_glob_escape(prefix) + "*", count=_SCAN_BATCH):
+            if len(ids) >= limit:
+                truncated = True
+                break
+            ids.append(_unpart(_text(raw)[len(prefix) :]))
+    return sorted(ids), truncated
+
+
+def get_actors(plane: ControlPlane, actor_ids: list[str]) -> list[ActorRecord]:
+    """The records of ``actor_ids`` in one pipelined round trip, in the given order (missing ones skipped)."""
+    if not actor_ids:
+        return []
+    with plane._guard():
+        pipe = plane.client.pipeline(transaction=False)
+        for actor_id in actor_ids:
+            pipe.hgetall(plane.keys.actor(actor_id))
+        raws = pipe.execute()
+    return [_actor_record(actor_id, raw) for actor_id, raw in zip(actor_ids, raws) if raw]
+
+
+def _actor_record(actor_id: str, raw: Mapping[bytes | str, bytes | str]) -> ActorRecord:
+    f = _decode_hash(raw)
+    return ActorRecord(
+        actor_id=actor_id,
+        state=f["state"],
+        node=f.get("node") or None,
+        worker=f.get("worker") or None,
+        name=f.get("name") or None,
+        namespace=f.get("namespace", ""),
+        restarts=int(f.get("restarts") or 0),
+    )
+
+
+def _read_hashes(plane: ControlPlane, keys: list[str], prefix_len: int) -> list[tuple[str, dict[str, str]]]:
+    if not keys:
+        return []
+    pipe = plane.client.pipeline(transaction=False)
+    for key in keys:
+        pipe.hgetall(key)
+    raws = pipe.execute()
+    return [(_unpart(key[prefix_len:]), _decode_hash(raw)) for key, raw in zip(keys, raws) if raw]
+
+
+def _unpart(text: str) -> str:
+    """The inverse of ``_part``."""
+    return text.replace("%3A", ":").replace("%25", "%")
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally in a SCAN MATCH pattern."""
+    return "".join("\\" + char if char in "*?[]\\" else char for char in text)

@@ -140,28 +140,44 @@ class NodeResources:
         return fits(request, self.total)
 
     def can_allocate(self, request: Mapping[str, int]) -> bool:
-        return fits(request, self.available) and self._pick_gpus(request.get(GPU, 0)) is not None
+        available = self.available
+        for name, amount in request.items():
+            if amount > available.get(name, 0):
+                return False
+        gpus = request.get(GPU, 0)
+        return not gpus or self._pick_gpus(gpus) is not None
 
     def allocate(self, request: Mapping[str, int]) -> Allocation:
         """Take ``request``; the caller checked ``can_allocate``."""
-        picked = self._pick_gpus(request.get(GPU, 0))
-        assert picked is not None and fits(request, self.available), (request, self.available)
-        subtract(self.available, request)
+        available = self.available
+        gpus = request.get(GPU, 0)
+        if not gpus:  # the common case: no GPU instance to pick
+            for name, amount in request.items():
+                left = available.get(name, 0) - amount
+                assert left >= 0, (request, available)
+                available[name] = left
+            return Allocation(dict(request))
+        picked = self._pick_gpus(gpus)
+        assert picked is not None and fits(request, available), (request, available)
+        subtract(available, request)
         for gpu, taken in picked:
             self.gpu_free[gpu] -= taken
         return Allocation(
             units=dict(request),
-            gpu_ids=tuple(gpu for gpu, _ in picked),
-            gpu_units=tuple(taken for _, taken in picked),
+            gpu_ids=tuple([gpu for gpu, _ in picked]),
+            gpu_units=tuple([taken for _, taken in picked]),
         )
 
     def release(self, allocation: Allocation) -> None:
-        add(self.available, allocation.units)
-        for gpu, taken in zip(allocation.gpu_ids, allocation.gpu_units):
-            self.gpu_free[gpu] += taken
+        available = self.available
+        for name, amount in allocation.units.items():
+            available[name] = available.get(name, 0) + amount
+        if allocation.gpu_ids:
+            for gpu, taken in zip(allocation.gpu_ids, allocation.gpu_units):
+                self.gpu_free[gpu] += taken
+            allocation.gpu_ids = ()
+            allocation.gpu_units = ()
         allocation.units = {}
-        allocation.gpu_ids = ()
-        allocation.gpu_units = ()
 
     def release_part(self, allocation: Allocation, name: str) -> int:
         """Give back the ``name`` part of an allocation (a blocked worker's CPUs)."""

@@ -8,7 +8,9 @@ modules: ``raylet`` (the node's process), ``worker`` (a worker process),
 raylet), ``protocol`` (messages), ``object_store`` with ``shm_client``,
 ``shm_files``, ``shm_layout`` (the store), ``channel`` (authenticated
 connections), ``processes`` (children that die with their parent),
-``redis_server`` (a private Redis). See docs/real.md.
+``redis_server`` (a private Redis), ``zygote`` (workers forked from a
+pre-imported process), ``session`` (how ``detray status`` finds a running
+cluster) and ``status`` (what it prints). See docs/real.md.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from detray.core.ids import JobID, NodeID, WorkerID
 from detray.exceptions import RaySystemError
 from detray.options import to_units
 from detray.real import protocol as P
+from detray.real import session
 from detray.real.channel import connect, new_token
 from detray.real.client import RayletConnection
 from detray.real.processes import ChildProcess, spawn_python_child
@@ -120,6 +121,7 @@ class LocalCluster:
         self.conn: RayletConnection | None = None
         self.plane: controlplane.ControlPlane | None = None
         self._stopped = False
+        self.session_path: str | None = None
         self._lock = threading.Lock()
         try:
             self.redis = RedisServer().start()
@@ -152,6 +154,17 @@ class LocalCluster:
             self.conn = RayletConnection(channel, self.printer.on_push)
             hello = self.conn.call(lambda req: (P.HELLO, req, "driver", os.getpid()), START_TIMEOUT_S)
             self.store = StoreClient(hello["store"])
+            try:  # how `detray status` finds this cluster (readable by this user only)
+                self.session_path = str(
+                    session.write(
+                        cluster_id=self.cluster_id,
+                        redis_host=self.redis.host,
+                        redis_port=self.redis.port,
+                        redis_password=self.redis.password,
+                    )
+                )
+            except OSError as exc:  # the cluster works without it
+                print(f"detray warning: no session file ({exc}); `detray status` needs --address", file=sys.stderr)
         except BaseException:
             self.stop()
             raise
@@ -185,7 +198,7 @@ class LocalCluster:
             "mode": "real",
             "cluster_id": self.cluster_id,
             "webui_url": None,
-            "session_dir": None,
+            "session_dir": None if self.session_path is None else os.path.dirname(self.session_path),
         }
         return RealRuntime(
             self.conn,
@@ -221,6 +234,8 @@ class LocalCluster:
                 self.plane.client.close()
             except Exception:  # noqa: BLE001
                 pass
+        if self.session_path is not None:
+            session.remove(self.session_path)
         if self.redis is not None:
             self.redis.stop()
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import json
 import logging
 import os
 import queue
@@ -70,6 +71,10 @@ WARM_WORKERS_MAX = 4
 TASK_RECORD_LAG_S = 0.5
 """Task records reach Redis at most this late (write-behind)."""
 STOP_GRACE_S = 2.0
+NODE_STATS_INTERVAL_S = 1.0
+"""How often the raylet looks whether its published counts changed (`detray status` reads them)."""
+NODE_STATS_REFRESH_S = 10.0
+NODE_STATS_TTL_S = 30.0
 DEBUG = bool(os.environ.get("DETRAY_RAYLET_DEBUG"))
 
 
@@ -188,6 +193,9 @@ class Raylet:
         self.init_errors: dict[ActorID, P.Wire] = {}
         self.warned: set[tuple[str, str]] = set()
         self.sid_counter = 0
+        self.stats_checked_at = -NODE_STATS_INTERVAL_S
+        self.stats_written_at = -NODE_STATS_REFRESH_S
+        self.stats_last: dict[str, str | int | float] = {}
         self.client_counter = 0
         self.events: deque[E.Event] = deque()
         self.feeding = False
@@ -291,6 +299,7 @@ class Raylet:
                 timeout = max(0.0, self.timers[0][0] - self.now())
             if self.task_records.pending:
                 timeout = TASK_RECORD_LAG_S if timeout is None else min(timeout, TASK_RECORD_LAG_S)
+            timeout = NODE_STATS_INTERVAL_S if timeout is None else min(timeout, NODE_STATS_INTERVAL_S)
             for key, _ in selector.select(timeout):
                 client = key.data
                 if client is None:
@@ -312,6 +321,7 @@ class Raylet:
                     self.task_records.maybe_flush(self.now())
                 except controlplane.ControlPlaneUnavailable:
                     logger.warning("the control plane is unavailable: task records are kept for the next flush")
+            self._publish_stats()
 
     def _take_new_channels(self) -> None:
         try:
@@ -392,6 +402,7 @@ class Raylet:
             self.plane.put_node(
                 controlplane.NodeRecord(node_id=self.node, incarnation=1, resources={}, state="DEAD")
             )
+            controlplane.put_node_stats(self.plane, self.node, {}, ttl_s=NODE_STATS_TTL_S)  # deletes the hash
             self.task_records.flush()
         except Exception:  # noqa: BLE001 -- the control plane may already be gone
             pass
@@ -525,6 +536,9 @@ class Raylet:
         self.actor_specs[actor] = spec
         self.actor_meta[actor] = meta
         creation = spec.creation.task_id
+        self.task_records.record(
+            creation, {"name": spec.creation.name, "state": "SUBMITTED", "owner": spec.creation.owner}, self.now()
+        )
         self._add_payload(creation, data, held_refs, held_actors, parent)
         self._actor_record(actor, "PENDING_CREATION", None, 0)
         self.feed(E.ActorCreated(now=self.now(), stimulus_id=creation, spec=spec, node=self.node))
@@ -1113,6 +1127,48 @@ class Raylet:
             "store_objects": int(store.objects),
             "store_used_bytes": int(store.used_bytes),
         }
+
+    def node_stats(self) -> dict[str, str | int | float]:
+        """What ``detray status`` shows of this node (``controlplane.put_node_stats``)."""
+        procs = [p for p in self.workers.values() if not p.dead]
+        actor = sum(1 for p in procs if p.actor is not None)
+        busy = sum(1 for p in procs if p.actor is None and p.runs)
+        warm = len(self.warm) + self._starting()
+        inline = [v.wire for v in self.values.values() if v.wire[0] == "i"]
+        store = self.store.stats()
+        scheduler = self.router.schedulers.get(self.node)
+        available = as_floats(scheduler.available()) if scheduler is not None else {}
+        return {
+            "pid": os.getpid(),
+            "workers_alive": warm + len(procs),
+            "workers_warm": warm,
+            "workers_idle": len(procs) - actor - busy,
+            "workers_busy": busy,
+            "workers_actor": actor,
+            "workers_blocked": sum(1 for p in procs if p.client is not None and p.client.blocking > 0),
+            "objects_inline": len(inline),
+            "objects_inline_bytes": sum(P.wire_size(w) for w in inline),
+            "store_objects": store.objects,
+            "store_objects_spilled": store.spilled_objects,
+            "store_used_bytes": store.used_bytes,
+            "store_capacity_bytes": store.capacity_bytes,
+            "store_disk_bytes": store.disk_bytes,
+            "resources_available": json.dumps(available, sort_keys=True, separators=(",", ":")),
+        }
+
+    def _publish_stats(self) -> None:
+        now = self.now()
+        if now - self.stats_checked_at < NODE_STATS_INTERVAL_S:
+            return
+        self.stats_checked_at = now
+        stats = self.node_stats()
+        if stats == self.stats_last and now - self.stats_written_at < NODE_STATS_REFRESH_S:
+            return
+        try:
+            controlplane.put_node_stats(self.plane, self.node, {**stats, "time_s": time.time()}, ttl_s=NODE_STATS_TTL_S)
+        except controlplane.ControlPlaneUnavailable:
+            return
+        self.stats_last, self.stats_written_at = stats, now
 
     def on_print(self, client: Client, m: P.Message) -> None:
         _, text, stream = m
