@@ -17,7 +17,8 @@ inspect a live cluster with ``redis-cli``)::
     detray:{c}:actor_name:{namespace}:{name}  string  the actor id holding the name (SET NX)
     detray:{c}:obj:{object_id}                hash    size, owner
     detray:{c}:obj_loc:{object_id}            set     node ids holding a copy
-    detray:{c}:task:{task_id}                 hash    state, attempt, node, name, ... (write-behind)
+    detray:{c}:task:{task_id}                 hash    name, owner, state, worker, attempt, error (write-behind)
+    detray:{c}:node_stats:{node_id}           hash    a node's workers, objects and free resources (rewritten on change, expires)
     detray:{c}:ch:nodes                       channel a node record changed
     detray:{c}:ch:actors                      channel an actor record changed
     detray:{c}:ch:objects                     channel an object location was added or removed

@@ -40,7 +40,9 @@ class RayletConnection:
     def __init__(self, channel: Channel, on_push: Callable[[P.Message], None]) -> None:
         self.channel = channel
         self.on_push = on_push
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
+        """Held to send; callers hold it around creating refs and sending the message that
+        introduces their objects, so no other batch carries those refs first."""
         self.pending: dict[int, concurrent.futures.Future[Any]] = {}
         self.requests = itertools.count(1)
         self.closed = False

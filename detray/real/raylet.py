@@ -343,23 +343,40 @@ class Raylet:
         if client is None:
             return
         channel = client.channel
-        try:
-            while True:
+        while True:
+            try:
                 batch = channel.recv_obj()
-                owner_of = self.owner_of
-                for message in batch:  # owners of objects this batch creates, before its ref counts
-                    tag = message[0]
-                    if tag == P.SUBMIT:
-                        for obj in message[1].return_ids:
-                            owner_of[obj] = message[1].owner
-                    elif tag == P.PUT:
-                        owner_of[message[1]] = message[2]
-                for message in batch:
+            except (ChannelClosed, EOFError, OSError, ChannelError):
+                self.client_gone(client)
+                return
+            owner_of = self.owner_of
+            for message in batch:  # owners of objects this batch creates, before its ref counts
+                tag = message[0]
+                if tag == P.SUBMIT:
+                    for obj in message[1].return_ids:
+                        owner_of[obj] = message[1].owner
+                elif tag == P.PUT:
+                    owner_of[message[1]] = message[2]
+            for message in batch:
+                try:
                     self.handlers[message[0]](client, message)
-                if self.stopping or not channel.poll(0):
+                except controlplane.ControlPlaneUnavailable as exc:
+                    self._plane_failed(client, message, exc)
+            if self.stopping:
+                return
+            try:
+                if not channel.poll(0):
                     return
-        except (ChannelClosed, EOFError, OSError, ChannelError):
-            self.client_gone(client)
+            except (EOFError, OSError, ChannelError):
+                self.client_gone(client)
+                return
+
+    def _plane_failed(self, client: Client, message: P.Message, exc: Exception) -> None:
+        """A request that needed Redis while it is down: answered with the error, never dropped."""
+        logger.warning("%s failed: %s", message[0], exc)
+        req = message[1] if message[0] in (P.LOOKUP, P.ACTOR, P.INFO) else None
+        if req is not None:
+            self.send(client, (P.REPLY, req, ("unavailable", str(exc), None)))
 
     def _flush(self) -> None:
         dirty, self.dirty = self.dirty, {}
@@ -1039,7 +1056,10 @@ class Raylet:
         spec = self.actor_specs.get(actor)
         self._actor_record(actor, "DEAD", None, self.router.actors.restarts(actor))
         if spec is not None and spec.name is not None:
-            self.plane.release_actor_name(spec.namespace, spec.name, actor)
+            try:
+                self.plane.release_actor_name(spec.namespace, spec.name, actor)
+            except controlplane.ControlPlaneUnavailable as exc:  # a claim later takes the stale name over
+                logger.warning("releasing the name of dead actor %s failed: %s", actor, exc)
         self.drop_payload(ids.actor_creation_task(actor))
         self.out_of_scope.pop(actor, None)
         self.actor_specs.pop(actor, None)

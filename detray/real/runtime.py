@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from detray import settings as api_settings
+from detray.controlplane import ControlPlaneUnavailable
 from detray.core import ids
 from detray.core.errors import ErrorKind, Failure
 from detray.core.ids import ActorID, JobID, NodeID, ObjectID, TaskID, WorkerID
@@ -143,7 +144,9 @@ class RealRuntime:
     # --- lifecycle ---------------------------------------------------------------------------------
 
     def is_initialized(self) -> bool:
-        return self._initialized and not self.conn.closed
+        """True until ``shutdown``, also when the cluster died meanwhile: then calls raise
+        ``RaySystemError`` saying why (rather than a new cluster starting unnoticed)."""
+        return self._initialized
 
     def shutdown(self) -> None:
         if not self._initialized:
@@ -229,8 +232,9 @@ class RealRuntime:
         data = pickle.dumps(
             (function_id, None, slots, kw_slots, options.num_returns, dict(options.env_vars)), protocol=PICKLE_PROTOCOL
         )
-        refs = [ObjectRef(obj, owner) for obj in return_ids]
-        self.conn.send((P.SUBMIT, spec, data, tuple(held), tuple(actors), caller.task_id, False))
+        with self.conn.lock:  # the refs' counts go in this batch, right before the SUBMIT
+            refs = [ObjectRef(obj, owner) for obj in return_ids]
+            self.conn.send((P.SUBMIT, spec, data, tuple(held), tuple(actors), caller.task_id, False))
         return refs
 
     def create_actor(
@@ -257,6 +261,8 @@ class RealRuntime:
             self.conn.send(message)
             return spec.actor_id
         answer, holder, _meta = self.conn.call(lambda req: (P.ACTOR, req, *message[2:]))
+        if answer == "unavailable":
+            raise ControlPlaneUnavailable(self._address_info.get("redis_address", "?"), holder)
         if answer == "exists":
             return ActorID(holder)
         if answer == "taken":
@@ -288,9 +294,10 @@ class RealRuntime:
             caller_seq=seq,
         )
         data = pickle.dumps((None, method, slots, kw_slots, options.num_returns, {}), protocol=PICKLE_PROTOCOL)
-        refs = [ObjectRef(obj, owner) for obj in return_ids]
         inherit = options.max_task_retries is None
-        self.conn.send((P.SUBMIT, spec, data, tuple(held), tuple(actors), caller.task_id, inherit))
+        with self.conn.lock:  # the refs' counts go in this batch, right before the SUBMIT
+            refs = [ObjectRef(obj, owner) for obj in return_ids]
+            self.conn.send((P.SUBMIT, spec, data, tuple(held), tuple(actors), caller.task_id, inherit))
         return refs
 
     def lookup_actor(self, name: str, namespace: str | None) -> tuple[ActorID, ActorClassMeta] | None:
@@ -298,6 +305,8 @@ class RealRuntime:
         found = self.conn.call(lambda req: (P.LOOKUP, req, name, namespace or self.namespace))
         if found is None:
             return None
+        if found[0] == "unavailable":
+            raise ControlPlaneUnavailable(self._address_info.get("redis_address", "?"), found[1])
         return ActorID(found[0]), found[1]
 
     def kill(self, actor: ActorID, no_restart: bool) -> None:
@@ -321,10 +330,11 @@ class RealRuntime:
         obj = ids.put_object_id(caller.parent_key, next(caller.puts))
         owner = caller.worker_id
         wire, size = self.store_value(obj, serialized, is_error=False)
-        ref = ObjectRef(obj, owner)
-        self.conn.send(
-            (P.PUT, obj, owner, wire, size, tuple(serialized.contained_refs), tuple(serialized.contained_actors))
-        )
+        with self.conn.lock:  # the ref's count goes in this batch, right before the PUT
+            ref = ObjectRef(obj, owner)
+            self.conn.send(
+                (P.PUT, obj, owner, wire, size, tuple(serialized.contained_refs), tuple(serialized.contained_actors))
+            )
         return ref
 
     def store_value(self, obj: ObjectID, serialized: SerializedObject, *, is_error: bool) -> tuple[P.Wire, int]:

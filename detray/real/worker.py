@@ -50,6 +50,7 @@ from detray.real.channel import connect
 from detray.real.client import RayletConnection
 from detray.real.processes import ChildContext
 from detray.real.runtime import CALLER, Caller, RealRuntime
+from detray.object_ref import ObjectRef
 from detray.real.shm_client import StoreClient, StoreLocation
 from detray.serialization import SerializedObject, deserialize, serialize, unpickle_function
 
@@ -83,7 +84,7 @@ class Worker:
             )
         )
         redis = payload["redis"]
-        self.plane = controlplane.connect(redis["host"], int(redis["port"]), password=redis["password"], cluster_id=redis["cluster_id"])
+        self.plane: Any = _LazyPlane(redis)  # Redis is needed only to load a function the first time
         self.node = NodeID(payload["node_id"])
         self.job = JobID(payload["job"])
         self.namespace = payload["namespace"]
@@ -304,7 +305,19 @@ class Worker:
             return deserialize(SerializedObject(inband=slot[1], buffers=list(slot[2])), read_only=True)
         obj = slot[1]
         assert self.runtime is not None
-        value = self.runtime.decode(obj, run.args[obj])
+        wire = run.args[obj]
+        if wire[0] == "s" and not self.store.contains(obj):
+            # Its file is gone: a get reports it and waits for the rebuild (this worker counts
+            # as blocked meanwhile), as Ray's argument fetch would.
+            return self._refetch(obj)
+        value = self.runtime.decode(obj, wire)
+        if isinstance(value, runtime_mod.StoredError):
+            raise as_raised(value.error)
+        return value
+
+    def _refetch(self, obj: ObjectID) -> Any:
+        assert self.runtime is not None
+        value = self.runtime.get([ObjectRef(obj)], None)[0]
         if isinstance(value, runtime_mod.StoredError):
             raise as_raised(value.error)
         return value
@@ -379,6 +392,25 @@ class Worker:
             return
         if concurrency > 1:
             self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="detray-actor")
+
+
+class _LazyPlane:
+    """The control plane, connected on first use (a worker starts even while Redis is down;
+    what needs Redis then fails with ``ControlPlaneUnavailable`` naming it)."""
+
+    def __init__(self, redis: dict[str, Any]) -> None:
+        self._redis = redis
+        self._plane: controlplane.ControlPlane | None = None
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        with self._lock:
+            if self._plane is None:
+                r = self._redis
+                self._plane = controlplane.connect(
+                    r["host"], int(r["port"]), password=r["password"], cluster_id=r["cluster_id"]
+                )
+        return getattr(self._plane, name)
 
 
 class _LineForwarder(io.TextIOBase):
