@@ -1146,6 +1146,8 @@ class Raylet:
             "actors": len(self.actor_specs),
             "store_objects": int(store.objects),
             "store_used_bytes": int(store.used_bytes),
+            "store_spills": int(store.spills),
+            "store_fallback_allocations": int(store.fallback_allocations),
         }
 
     def node_stats(self) -> dict[str, str | int | float]:
