@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import queue
+import select
 import selectors
 import signal
 import sys
@@ -364,10 +365,10 @@ class Raylet:
                     self._plane_failed(client, message, exc)
             if self.stopping:
                 return
-            try:
-                if not channel.poll(0):
+            try:  # more batches already waiting? (a plain select: Channel.poll builds a selector per call)
+                if not select.select((channel.fileno(),), (), (), 0)[0]:
                     return
-            except (EOFError, OSError, ChannelError):
+            except (OSError, ValueError, ChannelError):
                 self.client_gone(client)
                 return
 
