@@ -10,7 +10,12 @@ Must not: interpret values or decide anything.
 Theory of operation: every send takes the recorded reference changes first
 and ships them in the same batch (``protocol.REFS`` before the message), so
 the raylet counts a ref before it sees the call that depends on it (the core
-counts a return id's handle before its task is submitted).
+counts a return id's handle before its task is submitted). Calls that wait
+for nothing (task submissions, puts, kills) are *posted*: they join an
+outbox that goes out with the next ``send`` (a ``get`` flushes it first, so
+order holds), when ``POST_BATCH_MAX`` wait, or after ``POST_DELAY_S`` (the
+flusher thread). A burst of submissions thus reaches the raylet as a few
+large batches, one read and one reference event each, not one per task.
 A flusher thread sends changes left over after ``FLUSH_INTERVAL_S`` (a
 program that drops refs and then idles still frees its objects). When the
 channel closes, every pending reply fails with ``RaySystemError``, so no
@@ -22,6 +27,7 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +38,10 @@ from detray.real import protocol as P
 from detray.real.channel import Channel, ChannelError
 
 FLUSH_INTERVAL_S = 0.05
+POST_DELAY_S = 0.0005
+"""How long a posted message waits for company before the flusher sends it."""
+POST_BATCH_MAX = 256
+"""Posted messages sent at once when this many wait."""
 
 
 class RayletConnection:
@@ -52,6 +62,8 @@ class RayletConnection:
         self.escaped: deque[ObjectID] = deque()
         self.actors_added: deque[ActorID] = deque()
         self.actors_removed: deque[ActorID] = deque()
+        self.outbox: list[P.Message] = []
+        self._posted = threading.Event()
         self._stop = threading.Event()
         self.reader = threading.Thread(target=self._read_loop, name="detray-raylet-reader", daemon=True)
         self.reader.start()
@@ -75,17 +87,35 @@ class RayletConnection:
         ]
 
     def send(self, *messages: P.Message) -> None:
-        """Send ``messages`` (after the recorded ref changes) in one batch."""
+        """Send the outbox, the recorded ref changes and ``messages`` now, in one batch."""
         with self.lock:
             if self.closed:
                 raise RaySystemError(self.close_reason)
-            batch = self._ref_batch()
+            batch, self.outbox = self.outbox, []
+            batch.extend(self._ref_batch())
             batch.extend(messages)
-            try:
-                self.channel.send_obj(batch)
-            except (ChannelError, OSError) as exc:
-                self._close(f"the connection to the raylet broke: {exc}")
-                raise RaySystemError(self.close_reason) from exc
+            self._write(batch)
+
+    def post(self, *messages: P.Message) -> None:
+        """Queue ``messages`` (after the ref changes recorded so far) for the next batch."""
+        with self.lock:
+            if self.closed:
+                raise RaySystemError(self.close_reason)
+            outbox = self.outbox
+            outbox.extend(self._ref_batch())
+            outbox.extend(messages)
+            if len(outbox) >= POST_BATCH_MAX:
+                self.outbox = []
+                self._write(outbox)
+            elif not self._posted.is_set():
+                self._posted.set()
+
+    def _write(self, batch: list[P.Message]) -> None:
+        try:
+            self.channel.send_obj(batch)
+        except (ChannelError, OSError) as exc:
+            self._close(f"the connection to the raylet broke: {exc}")
+            raise RaySystemError(self.close_reason) from exc
 
     def request(self, make: Callable[[int], P.Message]) -> tuple[int, concurrent.futures.Future[Any]]:
         """Send the message ``make(req)`` and return ``req`` and the future of its reply."""
@@ -104,16 +134,18 @@ class RayletConnection:
         _, future = self.request(make)
         return future.result(timeout_s)
 
-    def flush_refs(self) -> None:
+    def flush(self) -> None:
+        """Send what is posted and the recorded ref changes, if anything."""
         with self.lock:
             if self.closed:
                 return
-            batch = self._ref_batch()
+            batch, self.outbox = self.outbox, []
+            batch.extend(self._ref_batch())
             if batch:
                 try:
-                    self.channel.send_obj(batch)
-                except (ChannelError, OSError) as exc:
-                    self._close(f"the connection to the raylet broke: {exc}")
+                    self._write(batch)
+                except RaySystemError:
+                    pass  # the reader and every waiting caller learn it from _close
 
     # --- receiving ----------------------------------------------------------------------------------
 
@@ -136,9 +168,14 @@ class RayletConnection:
             self._stop.set()
 
     def _flush_loop(self) -> None:
-        while not self._stop.wait(FLUSH_INTERVAL_S):
-            if self.added or self.removed or self.escaped or self.actors_added or self.actors_removed:
-                self.flush_refs()
+        posted = self._posted
+        while not self._stop.is_set():
+            if posted.wait(FLUSH_INTERVAL_S):
+                time.sleep(POST_DELAY_S)  # let a burst gather
+                posted.clear()
+                self.flush()
+            elif self.added or self.removed or self.escaped or self.actors_added or self.actors_removed:
+                self.flush()
 
     def _close(self, reason: str) -> None:
         if self.closed:

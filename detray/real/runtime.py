@@ -234,7 +234,7 @@ class RealRuntime:
         )
         with self.conn.lock:  # the refs' counts go in this batch, right before the SUBMIT
             refs = [ObjectRef(obj, owner) for obj in return_ids]
-            self.conn.send((P.SUBMIT, spec, data, tuple(held), tuple(actors), caller.task_id, False))
+            self.conn.post((P.SUBMIT, spec, data, tuple(held), tuple(actors), caller.task_id, False))
         return refs
 
     def create_actor(
@@ -258,7 +258,7 @@ class RealRuntime:
         data = pickle.dumps((function_id, None, slots, kw_slots, 0, dict(options.env_vars)), protocol=PICKLE_PROTOCOL)
         message = (P.ACTOR, None, spec, data, meta, tuple(held), tuple(actors), options.get_if_exists, caller.task_id)
         if options.name is None:
-            self.conn.send(message)
+            self.conn.post(message)
             return spec.actor_id
         answer, holder, _meta = self.conn.call(lambda req: (P.ACTOR, req, *message[2:]))
         if answer == "unavailable":
@@ -297,7 +297,7 @@ class RealRuntime:
         inherit = options.max_task_retries is None
         with self.conn.lock:  # the refs' counts go in this batch, right before the SUBMIT
             refs = [ObjectRef(obj, owner) for obj in return_ids]
-            self.conn.send((P.SUBMIT, spec, data, tuple(held), tuple(actors), caller.task_id, inherit))
+            self.conn.post((P.SUBMIT, spec, data, tuple(held), tuple(actors), caller.task_id, inherit))
         return refs
 
     def lookup_actor(self, name: str, namespace: str | None) -> tuple[ActorID, ActorClassMeta] | None:
@@ -332,7 +332,7 @@ class RealRuntime:
         wire, size = self.store_value(obj, serialized, is_error=False)
         with self.conn.lock:  # the ref's count goes in this batch, right before the PUT
             ref = ObjectRef(obj, owner)
-            self.conn.send(
+            self.conn.post(
                 (P.PUT, obj, owner, wire, size, tuple(serialized.contained_refs), tuple(serialized.contained_actors))
             )
         return ref
