@@ -202,6 +202,18 @@ from detray.core.events import (
 )
 from detray.core.ids import NodeID, ObjectID, TaskID
 
+
+_new = object.__new__
+"""Records built on the hot path are made as ``record = _new(Cls)`` then
+``Cls.__init__(record, **fields)``: the same object as ``Cls(**fields)``, but calling a
+class with keywords packs them into a dict first, which costs a third more."""
+
+_init_request = ObjectsRequested.__init__
+_init_cancelled = WaiterCancelled.__init__
+_init_fetched = ArgumentsFetched.__init__
+_init_wake = WakeWaiter.__init__
+_init_delete = DeleteCopy.__init__
+
 PULL_RETRY_S = 1.0
 """Delay before pulling again from holders that all failed (a partition may heal)."""
 FREED_REMEMBERED_MAX = 100_000
@@ -292,9 +304,28 @@ FETCH_TRANSITIONS: dict[tuple[FetchState, FetchState], str] = {
 """Legal moves of an argument fetch; admission control is the ``WAITING_FOR_ROOM`` state."""
 
 
+_PENDING = ObjectStatus.PENDING
+_AVAILABLE = ObjectStatus.AVAILABLE
+_LOST = ObjectStatus.LOST
+_FAILED = ObjectStatus.FAILED
+_FREED = ObjectStatus.FREED
+_IN_MEMORY = CopyState.IN_MEMORY
+_SPILLED = CopyState.SPILLED
+_F_NEW = FetchState.NEW
+_F_WAITING_FOR_ROOM = FetchState.WAITING_FOR_ROOM
+_F_ADMITTED = FetchState.ADMITTED
+_F_HOLDING = FetchState.HOLDING
+_F_DONE = FetchState.DONE
+# (module constants: reading an Enum member off its class costs a descriptor call in 3.11)
+_LEGAL = frozenset((old.value, new.value) for old, new in TRANSITIONS)
+_COPY_LEGAL = frozenset((old.value, new.value) for old, new in COPY_TRANSITIONS)
+_FETCH_LEGAL = frozenset((old.value, new.value) for old, new in FETCH_TRANSITIONS)
+"""The tables by state value: pairs of strings hash in C (an Enum member's hash is Python code)."""
+
+
 @dataclass(slots=True)
 class _Copy:
-    state: CopyState = CopyState.IN_MEMORY
+    state: CopyState = _IN_MEMORY
     holds: int = 0
     """Pulls sourcing from it, fetch waiters on its node counting it as ready, and
     answered argument fetches on its node holding it."""
@@ -304,7 +335,7 @@ class _Copy:
 @dataclass(slots=True)
 class _Object:
     obj: ObjectID
-    status: ObjectStatus = ObjectStatus.PENDING
+    status: ObjectStatus = _PENDING
     size_bytes: int = -1
     """-1 until the object is created (a failure decided before creation has no size)."""
     copies: dict[NodeID, _Copy] = field(default_factory=dict)
@@ -364,7 +395,7 @@ class _Waiter:
     failed: dict[ObjectID, Failure] = field(default_factory=dict)
     argument_fetch: bool = False
     """An attempt's argument fetch: admission control and holds after the wake apply."""
-    state: FetchState = FetchState.NEW
+    state: FetchState = _F_NEW
     """Only meaningful for an argument fetch."""
     in_line: bool = False
     """Waiting for room (``state is WAITING_FOR_ROOM``): nothing is ready, nothing held."""
@@ -403,7 +434,9 @@ def parse_fetch_waiter(waiter: str) -> tuple[TaskID, int, NodeID] | None:
 
 def fetch_request(command: FetchArguments, now: float) -> ObjectsRequested:
     """``FetchArguments`` as the directory's event: every argument, local to the node."""
-    return ObjectsRequested(
+    request = _new(ObjectsRequested)
+    _init_request(
+        request,
         now=now,
         stimulus_id=command.stimulus_id,
         waiter=fetch_waiter_id(command.task, command.attempt, command.node),
@@ -412,11 +445,14 @@ def fetch_request(command: FetchArguments, now: float) -> ObjectsRequested:
         num_required=len(command.objects),
         fetch=True,
     )
+    return request
 
 
 def existence_request(command: RequestObjects, now: float) -> ObjectsRequested:
     """``RequestObjects`` as the directory's event: wake when all exist (no fetch)."""
-    return ObjectsRequested(
+    request = _new(ObjectsRequested)
+    _init_request(
+        request,
         now=now,
         stimulus_id=command.stimulus_id,
         waiter=command.waiter,
@@ -425,16 +461,20 @@ def existence_request(command: RequestObjects, now: float) -> ObjectsRequested:
         num_required=len(command.objects),
         fetch=False,
     )
+    return request
 
 
 def argument_release(command: ReleaseArguments, now: float) -> WaiterCancelled:
     """``ReleaseArguments`` as the directory's event: cancel the attempt's fetch waiter
     (still waiting) or release the holds of its answered fetch."""
-    return WaiterCancelled(
+    cancelled = _new(WaiterCancelled)
+    _init_cancelled(
+        cancelled,
         now=now,
         stimulus_id=command.stimulus_id,
         waiter=fetch_waiter_id(command.task, command.attempt, command.node),
     )
+    return cancelled
 
 
 def arguments_missing(command: ReportArgumentsMissing, now: float) -> ArgumentsMissing:
@@ -458,7 +498,9 @@ def arguments_fetched(wake: WakeWaiter, now: float) -> ArgumentsFetched | None:
     if parsed is None:
         return None
     task, attempt, node = parsed
-    return ArgumentsFetched(
+    fetched = _new(ArgumentsFetched)
+    _init_fetched(
+        fetched,
         now=now,
         stimulus_id=wake.stimulus_id,
         task=task,
@@ -466,6 +508,7 @@ def arguments_fetched(wake: WakeWaiter, now: float) -> ArgumentsFetched | None:
         node=node,
         failure=wake.failed[0][1] if wake.failed else None,
     )
+    return fetched
 
 
 def freed_failure(obj: ObjectID) -> Failure:
@@ -548,7 +591,7 @@ class ObjectDirectory:
         rec = self._objects.get(obj)
         if rec is not None:
             return rec.status
-        return ObjectStatus.FREED if obj in self._freed else None
+        return _FREED if obj in self._freed else None
 
     def size(self, obj: ObjectID) -> int | None:
         rec = self._objects.get(obj)
@@ -583,6 +626,8 @@ class ObjectDirectory:
         Spilled copies count: restoring from the node's disk needs no network.
         This is the locality hint the router gives schedulers.
         """
+        if not objects:
+            return ()
         by_node: dict[NodeID, int] = {}
         for obj in dict.fromkeys(objects):
             rec = self._objects.get(obj)
@@ -643,7 +688,7 @@ class ObjectDirectory:
         w = self._waiters.get(waiter)
         if w is not None:
             return w.state if w.argument_fetch else None
-        return FetchState.HOLDING if waiter in self._held else None
+        return _F_HOLDING if waiter in self._held else None
 
     def waiting_for_room(self, node: NodeID) -> tuple[str, ...]:
         """The argument fetches in ``node``'s line, first in line first."""
@@ -769,11 +814,11 @@ class ObjectDirectory:
             self._emit_delete(obj, node, "freed before it was stored")
             return
         rec = self._objects.get(obj)
-        if rec is not None and rec.status is ObjectStatus.FAILED:
+        if rec is not None and rec.status is _FAILED:
             self.stats["created_after_failure"] += 1
             self._emit_delete(obj, node, "the object already failed")
             return
-        if rec is not None and rec.status is ObjectStatus.AVAILABLE:
+        if rec is not None and rec.status is _AVAILABLE:
             if node in rec.copies:
                 self.stats["duplicate_creation"] += 1
                 return
@@ -788,15 +833,15 @@ class ObjectDirectory:
             self._refresh(rec)  # wakes local fetches, or plans the pull again
             return
         if rec is None:
-            rec = self._objects[obj] = _Object(obj=obj)
+            rec = self._objects[obj] = _Object(obj)
         rec.size_bytes = size
         store_full = self._place_primary(rec, node)
         if store_full is None:
             rec.lost_reported = False
-            self._set_status(rec, ObjectStatus.AVAILABLE, f"primary on {node}, {size} bytes")
+            self._set_status(rec, _AVAILABLE, "primary on %s, %s bytes", node, size)
         else:
             rec.failure = store_full
-            self._set_status(rec, ObjectStatus.FAILED, store_full.message)
+            self._set_status(rec, _FAILED, store_full.message)
             self._emit_delete(obj, node, "object store full")
         self._refresh(rec)
 
@@ -841,7 +886,7 @@ class ObjectDirectory:
         obj, node = event.obj, event.node
         rec = self._objects.get(obj)
         copy = rec.copies.get(node) if rec is not None else None
-        if rec is None or copy is None or copy.state is not CopyState.SPILLED or not copy.restoring:
+        if rec is None or copy is None or copy.state is not _SPILLED or not copy.restoring:
             self.stats["stale_object_restored"] += 1
             return
         assert rec.primary == node, (obj, node, rec.primary)
@@ -849,7 +894,7 @@ class ObjectDirectory:
         store = self._stores[node]
         self._inbound(store, -rec.size_bytes)
         if self._make_room(store, rec.size_bytes):
-            self._set_copy_state(rec, node, copy, CopyState.IN_MEMORY)
+            self._set_copy_state(rec, node, copy, _IN_MEMORY)
             del store.spilled[obj]
             store.primaries[obj] = None
             store.used_bytes += rec.size_bytes
@@ -900,8 +945,8 @@ class ObjectDirectory:
             return
         rec = self._objects.get(obj)
         if rec is None:
-            rec = self._objects[obj] = _Object(obj=obj)
-        if rec.status is ObjectStatus.AVAILABLE:
+            rec = self._objects[obj] = _Object(obj)
+        if rec.status is _AVAILABLE:
             if event.failure.kind is not ErrorKind.OWNER_DIED:
                 self.stats["fail_ignored_available"] += 1
                 self._log(obj, "FailObject ignored: the object has a value (%s)", event.failure.kind.value)
@@ -910,11 +955,11 @@ class ObjectDirectory:
             # (borrowers get OwnerDiedError), so its copies would only leak.
             self.stats["owner_died_copies_dropped"] += 1
             self._drop_every_copy(rec, "owner died")
-        if rec.status is ObjectStatus.FAILED:
+        if rec.status is _FAILED:
             self.stats["duplicate_fail"] += 1
             return
         rec.failure = event.failure
-        self._set_status(rec, ObjectStatus.FAILED, event.failure.message)
+        self._set_status(rec, _FAILED, event.failure.message)
         self._refresh(rec)
 
     def _on_object_freed(self, event: ObjectFreed) -> None:
@@ -929,10 +974,11 @@ class ObjectDirectory:
         if rec is None:
             self._log(obj, "freed (never seen)")
             return
-        self._check_transition(rec, ObjectStatus.FREED)
-        self._log(obj, "%s -> freed: deleting %s copies", rec.status.value, len(rec.copies))
+        if (rec.status._value_, "freed") not in _LEGAL:
+            self._check_transition(rec, _FREED)  # raises
+        self._log(obj, "%s -> freed: deleting %s copies", rec.status._value_, len(rec.copies))
         self._drop_every_copy(rec, "freed")
-        rec.status = ObjectStatus.FREED
+        rec.status = _FREED
         if not rec.waiters:
             return
         gone = freed_failure(obj)
@@ -963,15 +1009,19 @@ class ObjectDirectory:
             self.stats["refetches"] += 1
             self._log(wid, "fetched again: the old holds are replaced")
             self._release_held(held, "fetched again")
-        objects = tuple(dict.fromkeys(event.objects))
+        objects = event.objects
+        if len(objects) > 1 or objects.__class__ is not tuple:
+            objects = tuple(dict.fromkeys(objects))
+        fetch = event.fetch
         w = _Waiter(
-            waiter=wid,
-            node=event.node,
-            objects=objects,
-            required=min(max(event.num_required, 0), len(objects)),
-            fetch=event.fetch,
-            argument_fetch=event.fetch and wid.startswith(FETCH_WAITER_PREFIX)
-            and parse_fetch_waiter(wid) is not None,
+            wid,
+            event.node,
+            objects,
+            min(max(event.num_required, 0), len(objects)),
+            fetch,
+            {},
+            {},
+            fetch and wid.startswith(FETCH_WAITER_PREFIX) and parse_fetch_waiter(wid) is not None,
         )
         if self._satisfied_at_once(w):  # the common case: nothing to register
             self._announce_wake(w)
@@ -989,14 +1039,14 @@ class ObjectDirectory:
         for obj in objects:
             rec = self._objects.get(obj)
             if rec is None:
-                rec = self._objects[obj] = _Object(obj=obj)
+                rec = self._objects[obj] = _Object(obj)
                 if obj in self._freed:
                     # Ray: the owner kept the lineage, so a freed value that is needed
                     # again (a downstream object is rebuilt) is lost, not gone for good.
                     del self._freed[obj]
                     self.stats["requested_after_free"] += 1
                     rec.lost_reported = False
-                    self._set_status(rec, ObjectStatus.LOST, "requested after it was freed")
+                    self._set_status(rec, _LOST, "requested after it was freed")
             rec.waiters[wid] = None
             self._resolve(w, rec)
             recs.append(rec)
@@ -1028,29 +1078,33 @@ class ObjectDirectory:
 
     def _satisfied_at_once(self, w: _Waiter) -> bool:
         """Judge every object for a new waiter without side effects; True if it is satisfied."""
+        objects = self._objects
+        fetch = w.fetch
+        node = w.node
+        ready = w.ready
         for obj in w.objects:
-            rec = self._objects.get(obj)
+            rec = objects.get(obj)
             if rec is None:
                 continue  # unknown, or freed: not ready (a freed one is requested again)
-            verdict = self._verdict(rec, w.fetch, w.node)
+            verdict = self._verdict(rec, fetch, node)
             if verdict is True:
-                w.ready[obj] = None
+                ready[obj] = None
             elif verdict is not False:
                 w.failed[obj] = verdict
-        return len(w.ready) + len(w.failed) >= w.required
+        return len(ready) + len(w.failed) >= w.required
 
     def _verdict(self, rec: _Object, fetch: bool, node: NodeID) -> bool | Failure:
         """For a waiter: True if ``rec`` is ready, its Failure if failed, False if still to come."""
         status = rec.status
-        if status is ObjectStatus.FAILED:
+        if status is _FAILED:
             assert rec.failure is not None
             return rec.failure
-        if status is not ObjectStatus.AVAILABLE:
+        if status is not _AVAILABLE:
             return False
         if not fetch:
             return True
         copy = rec.copies.get(node)
-        if copy is not None and copy.state is CopyState.IN_MEMORY:
+        if copy is not None and copy.state is _IN_MEMORY:
             return True
         return self._unreachable(rec, node) or False
 
@@ -1078,7 +1132,7 @@ class ObjectDirectory:
         if rec.size_bytes > store.capacity_bytes:
             return self._too_big(rec, store, "is larger than the object store")
         assert rec.primary is not None
-        only_on_disk = len(rec.copies) == 1 and rec.copies[rec.primary].state is CopyState.SPILLED
+        only_on_disk = len(rec.copies) == 1 and rec.copies[rec.primary].state is _SPILLED
         home = self._stores[rec.primary]
         if only_on_disk and rec.size_bytes > home.capacity_bytes:
             return self._too_big(rec, home, "is spilled and larger than the object store to restore it in")
@@ -1086,6 +1140,11 @@ class ObjectDirectory:
 
     def _refresh(self, rec: _Object) -> None:
         """Re-resolve ``rec`` for its waiters, wake the satisfied, pursue the rest."""
+        if not rec.waiters:
+            # What ``_pursue`` does with no waiter (nothing to fetch, nobody needs it).
+            if rec.status is _PENDING and self._objects.get(rec.obj) is rec:
+                del self._objects[rec.obj]
+            return
         obj = rec.obj
         satisfied: list[_Waiter] = []
         dests: dict[NodeID, None] = {}
@@ -1107,15 +1166,15 @@ class ObjectDirectory:
 
     def _pursue(self, rec: _Object, dests: Iterable[NodeID], needed: bool) -> None:
         """Act for waiters still waiting on ``rec``: fetch it, or report it lost."""
-        if rec.status is ObjectStatus.AVAILABLE:
+        if rec.status is _AVAILABLE:
             for dest in dests:
                 self._ensure_local(rec, dest)
-        elif rec.status is ObjectStatus.LOST and needed and not rec.lost_reported:
+        elif rec.status is _LOST and needed and not rec.lost_reported:
             rec.lost_reported = True
             self.stats["lost_reports"] += 1
             self._log(rec.obj, "needed while lost: ReportLost")
             self._out.append(ReportLost(stimulus_id=self._sid, obj=rec.obj))
-        elif rec.status is ObjectStatus.PENDING and not rec.waiters:
+        elif rec.status is _PENDING and not rec.waiters:
             if self._objects.get(rec.obj) is rec:
                 del self._objects[rec.obj]
 
@@ -1132,7 +1191,7 @@ class ObjectDirectory:
         if w.failed:
             self._fetch_done(w, "answered with a failure")
             return
-        self._fetch_move(w, FetchState.HOLDING, "every argument local")
+        self._fetch_move(w, _F_HOLDING, "every argument local")
         node = w.node
         ready = w.ready
         held = _HeldFetch(w.waiter, node, {obj: None for obj in w.objects if obj in ready})
@@ -1152,7 +1211,7 @@ class ObjectDirectory:
             del rec.holders[held.waiter]
             self._unhold(rec, held.node)
         held.objects.clear()
-        self._log(held.waiter, "%s -> %s: %s", FetchState.HOLDING, FetchState.DONE, why)
+        self._log(held.waiter, "%s -> %s: %s", _F_HOLDING._value_, _F_DONE._value_, why)
 
     def _held_copy_gone(self, rec: _Object, node: NodeID) -> None:
         """A held copy of ``rec`` on ``node`` was removed: end the pulls it sourced,
@@ -1193,11 +1252,19 @@ class ObjectDirectory:
         failed = tuple([(o, w.failed[o]) for o in objects if o in w.failed]) if w.failed else ()
         if w.fetch and ready:
             store = self._stores[w.node]
+            secondaries = store.secondaries
+            primaries = store.primaries
             for obj in sorted(ready) if len(ready) > 1 else ready:
-                self._touch(store, obj)  # an access: most recently used, ties by object id
+                # An access: most recently used, ties by object id (``_touch``).
+                if obj in secondaries:
+                    secondaries.move_to_end(obj)
+                elif obj in primaries:
+                    primaries.move_to_end(obj)
         self.stats["wakes"] += 1
         self._log(w.waiter, "woken: %s ready, %s failed", len(ready), len(failed))
-        self._out.append(WakeWaiter(stimulus_id=self._sid, waiter=w.waiter, ready=ready, failed=failed))
+        wake = _new(WakeWaiter)
+        _init_wake(wake, stimulus_id=self._sid, waiter=w.waiter, ready=ready, failed=failed)
+        self._out.append(wake)
 
     def _forget_waiter(self, w: _Waiter) -> None:
         del self._waiters[w.waiter]
@@ -1214,7 +1281,7 @@ class ObjectDirectory:
             rec.waiters.pop(w.waiter, None)
             if w.fetch and obj in w.ready:
                 self._unhold(rec, w.node)
-            if rec.status is ObjectStatus.PENDING and not rec.waiters:
+            if rec.status is _PENDING and not rec.waiters:
                 del self._objects[obj]
 
     def _no_room_here(self, rec: _Object, node: NodeID, why: Failure) -> None:
@@ -1246,7 +1313,7 @@ class ObjectDirectory:
         total, others = self._room_need(w, store)
         fits = others + total <= store.capacity_bytes  # then it can fit, of course
         if fits and not store.room_line and len(store.fetch_waiters) < self._waiting_max:
-            self._fetch_move(w, FetchState.ADMITTED, "fits beside what the node keeps")
+            self._fetch_move(w, _F_ADMITTED, "fits beside what the node keeps")
             return True
         refusal = None if fits else self._never_fits(w, store, total)
         if refusal is None and len(store.fetch_waiters) >= self._waiting_max:
@@ -1264,13 +1331,13 @@ class ObjectDirectory:
                 if obj not in w.failed:
                     w.failed[obj] = refusal
             self._announce_wake(w)
-            self._fetch_move(w, FetchState.DONE, "refused: %s", refusal.message)
+            self._fetch_move(w, _F_DONE, "refused: %s", refusal.message)
             return False
         w.in_line = True
         self.stats["fetches_waiting_for_room"] += 1
         self._fetch_move(
             w,
-            FetchState.WAITING_FOR_ROOM,
+            _F_WAITING_FOR_ROOM,
             "needs %s bytes beside %s kept for others, store %s bytes, %s ahead in line",
             total,
             others,
@@ -1296,13 +1363,13 @@ class ObjectDirectory:
             rec = self._objects.get(obj)
             if rec is None or rec.size_bytes < 0:
                 continue
-            if rec.status is not ObjectStatus.AVAILABLE and rec.status is not ObjectStatus.LOST:
+            if rec.status is not _AVAILABLE and rec.status is not _LOST:
                 continue
             size = rec.size_bytes
             total += size
             copy = rec.copies.get(node)
             if copy is not None:
-                if copy.state is CopyState.IN_MEMORY:
+                if copy.state is _IN_MEMORY:
                     if copy.holds or (node == rec.primary and not store.spill_enabled):
                         others -= size
                 elif copy.restoring:
@@ -1357,7 +1424,7 @@ class ObjectDirectory:
         for obj in w.ready:
             self._unhold(self._objects[obj], w.node)
         w.ready.clear()
-        self._fetch_move(w, FetchState.WAITING_FOR_ROOM, "a copy arrived without room: back in line")
+        self._fetch_move(w, _F_WAITING_FOR_ROOM, "a copy arrived without room: back in line")
         w.in_line = True
         line = store.room_line
         if line and self._waiters[next(reversed(line))].seq > w.seq:
@@ -1406,7 +1473,7 @@ class ObjectDirectory:
             del line[w.waiter]
             w.in_line = False
             self.stats["fetches_admitted_from_line"] += 1
-            self._fetch_move(w, FetchState.ADMITTED, "room for %s bytes beside %s kept", total, others)
+            self._fetch_move(w, _F_ADMITTED, "room for %s bytes beside %s kept", total, others)
             self._enter(w)
 
     def _enter(self, w: _Waiter) -> None:
@@ -1431,7 +1498,7 @@ class ObjectDirectory:
         for obj in list(store.restores_waiting):
             rec = self._objects[obj]
             copy = rec.copies[node]
-            assert copy.state is CopyState.SPILLED and not copy.restoring, (obj, node)
+            assert copy.state is _SPILLED and not copy.restoring, (obj, node)
             if not self._wanted_elsewhere(rec, node):
                 del store.restores_waiting[obj]
             elif store.pinned_bytes + store.inbound_bytes + rec.size_bytes <= store.capacity_bytes:
@@ -1482,20 +1549,20 @@ class ObjectDirectory:
     def _fetch_move(self, w: _Waiter, new: FetchState, why: str, *args: object) -> None:
         """Move an argument fetch; ``why % args`` is its story line (formatted when read)."""
         old = w.state
-        if (old, new) not in FETCH_TRANSITIONS:
+        if (old._value_, new._value_) not in _FETCH_LEGAL:
             raise InvalidTransition(
                 f"argument fetch {w.waiter}: {old.name} -> {new.name} is not a legal transition",
                 self.story(w.waiter),
             )
         w.state = new
         if args:
-            self._log(w.waiter, f"%s -> %s: {why}", old, new, *args)
+            self._log(w.waiter, f"%s -> %s: {why}", old._value_, new._value_, *args)
         else:
-            self._log(w.waiter, "%s -> %s: %s", old, new, why)
+            self._log(w.waiter, "%s -> %s: %s", old._value_, new._value_, why)
 
     def _fetch_done(self, w: _Waiter, why: str) -> None:
         if w.argument_fetch:
-            self._fetch_move(w, FetchState.DONE, "%s", why)
+            self._fetch_move(w, _F_DONE, "%s", why)
 
     # -- fetching -----------------------------------------------------------------------
 
@@ -1505,14 +1572,14 @@ class ObjectDirectory:
             return
         here = rec.copies.get(dest)
         if here is not None:
-            assert here.state is CopyState.SPILLED, (rec.obj, dest)
+            assert here.state is _SPILLED, (rec.obj, dest)
             self._start_restore(rec, dest, here)
             return
         tried = rec.failed_sources.get(dest)
         source: NodeID | None = None
         any_holder = False
         for node in sorted(rec.copies):
-            if rec.copies[node].state is CopyState.IN_MEMORY:
+            if rec.copies[node].state is _IN_MEMORY:
                 any_holder = True
                 if tried is None or node not in tried:
                     source = node
@@ -1594,14 +1661,16 @@ class ObjectDirectory:
         """Store the primary of ``rec`` on ``node``: in memory, spilled, or a store-full failure."""
         store = self._stores[node]
         size = rec.size_bytes
-        if size <= store.capacity_bytes and self._make_room(store, size):
+        if size <= store.capacity_bytes and (
+            store.used_bytes + size <= store.capacity_bytes or self._make_room(store, size)
+        ):
             rec.copies[node] = _Copy()
             store.primaries[rec.obj] = None
             store.used_bytes += size
             if not store.spill_enabled:  # a primary that cannot be spilled is pinned
                 self._pin(store, size)
         elif store.spill_enabled:
-            rec.copies[node] = _Copy(state=CopyState.SPILLED)
+            rec.copies[node] = _Copy(state=_SPILLED)
             store.spilled[rec.obj] = None
             self.stats["spills"] += 1
             self._log(rec.obj, "does not fit in %s's store: spilled at once", node)
@@ -1654,7 +1723,7 @@ class ObjectDirectory:
             self._emit_delete(rec.obj, store.node, "evicted (least recently used) to make room")
         for rec in spill:
             copy = rec.copies[store.node]
-            self._set_copy_state(rec, store.node, copy, CopyState.SPILLED)
+            self._set_copy_state(rec, store.node, copy, _SPILLED)
             del store.primaries[rec.obj]
             store.spilled[rec.obj] = None
             store.used_bytes -= rec.size_bytes
@@ -1670,7 +1739,7 @@ class ObjectDirectory:
         """Take the copy out of the indexes (no promotion, no command)."""
         copy = rec.copies.pop(node)
         store = self._stores[node]
-        if copy.state is CopyState.SPILLED:
+        if copy.state is _SPILLED:
             del store.spilled[rec.obj]
             store.restores_waiting.pop(rec.obj, None)
             if copy.restoring:
@@ -1699,7 +1768,7 @@ class ObjectDirectory:
         holders = sorted(rec.copies)
         if holders:
             promoted = holders[0]
-            assert rec.copies[promoted].state is CopyState.IN_MEMORY, (rec.obj, promoted)
+            assert rec.copies[promoted].state is _IN_MEMORY, (rec.obj, promoted)
             store = self._stores[promoted]
             del store.secondaries[rec.obj]
             store.primaries[rec.obj] = None
@@ -1713,7 +1782,7 @@ class ObjectDirectory:
             self._clear_trouble(rec, dest)
         rec.lost_reported = False
         self.stats["losses"] += 1
-        self._set_status(rec, ObjectStatus.LOST, f"last copy gone with {node}")
+        self._set_status(rec, _LOST, "last copy gone with %s", node)
 
     # -- small helpers --------------------------------------------------------------------
 
@@ -1731,11 +1800,14 @@ class ObjectDirectory:
             store.primaries.move_to_end(obj)
 
     def _drop_every_copy(self, rec: _Object, reason: str) -> None:
-        for dest in list(rec.pulls):
-            self._end_pull(rec, dest)
-        for node in list(rec.failed_sources):
-            self._clear_trouble(rec, node)
-        for node in sorted(rec.copies):
+        if rec.pulls:
+            for dest in list(rec.pulls):
+                self._end_pull(rec, dest)
+        if rec.failed_sources:
+            for node in list(rec.failed_sources):
+                self._clear_trouble(rec, node)
+        copies = rec.copies
+        for node in sorted(copies) if len(copies) > 1 else list(copies):
             copy = self._remove_copy(rec, node)
             self._emit_delete(rec.obj, node, reason)
             if copy.holds:
@@ -1743,7 +1815,9 @@ class ObjectDirectory:
         rec.primary = None
 
     def _emit_delete(self, obj: ObjectID, node: NodeID, reason: str) -> None:
-        self._out.append(DeleteCopy(stimulus_id=self._sid, obj=obj, node=node, reason=reason))
+        delete = _new(DeleteCopy)
+        _init_delete(delete, stimulus_id=self._sid, obj=obj, node=node, reason=reason)
+        self._out.append(delete)
 
     def _store_full(self, rec: _Object, store: _Store, what: str) -> Failure:
         pinned = store.pinned_bytes
@@ -1775,24 +1849,29 @@ class ObjectDirectory:
         )
 
     def _check_transition(self, rec: _Object, new: ObjectStatus) -> None:
-        if (rec.status, new) not in TRANSITIONS:
+        if (rec.status._value_, new._value_) not in _LEGAL:
             raise InvalidTransition(
                 f"object {rec.obj}: {rec.status.name} -> {new.name} is not a legal transition",
                 self.story(rec.obj),
             )
 
-    def _set_status(self, rec: _Object, new: ObjectStatus, why: str) -> None:
-        self._check_transition(rec, new)
-        self._log(rec.obj, "%s -> %s: %s", rec.status.value, new.value, why)
+    def _set_status(self, rec: _Object, new: ObjectStatus, why: str, *args: object) -> None:
+        """Move ``rec``; its story line ends with ``why % args`` (``why`` as is without args)."""
+        if (rec.status._value_, new._value_) not in _LEGAL:
+            self._check_transition(rec, new)  # raises
+        if args:
+            self._log(rec.obj, "%s -> %s: " + why, rec.status._value_, new._value_, *args)
+        else:
+            self._log(rec.obj, "%s -> %s: %s", rec.status._value_, new._value_, why)
         rec.status = new
 
     def _set_copy_state(self, rec: _Object, node: NodeID, copy: _Copy, new: CopyState) -> None:
-        if (copy.state, new) not in COPY_TRANSITIONS:
+        if (copy.state._value_, new._value_) not in _COPY_LEGAL:
             raise InvalidTransition(
                 f"copy of {rec.obj} on {node}: {copy.state.name} -> {new.name} is not legal",
                 self.story(rec.obj),
             )
-        self._log(rec.obj, "copy on %s: %s -> %s", node, copy.state.value, new.value)
+        self._log(rec.obj, "copy on %s: %s -> %s", node, copy.state._value_, new._value_)
         copy.state = new
 
     def _log(self, key: str, template: str, *args: object) -> None:
@@ -1823,12 +1902,12 @@ class ObjectDirectory:
                 if obj in w.ready:
                     if w.fetch:
                         copy = rec.copies.get(w.node)
-                        assert copy is not None and copy.state is CopyState.IN_MEMORY, (
+                        assert copy is not None and copy.state is _IN_MEMORY, (
                             f"waiter {wid}: {obj} ready but not in memory on {w.node}"
                         )
                         holds[(obj, w.node)] = holds.get((obj, w.node), 0) + 1
                     else:
-                        assert rec.status is ObjectStatus.AVAILABLE, f"waiter {wid}: {obj} ready"
+                        assert rec.status is _AVAILABLE, f"waiter {wid}: {obj} ready"
                     continue
                 self._check_progress(wid, w, rec)
         for wid, held in self._held.items():
@@ -1862,7 +1941,7 @@ class ObjectDirectory:
             assert rec is not None, f"held fetch {wid} holds forgotten object {obj}"
             assert wid in rec.holders, f"held fetch {wid} missing from {obj}'s holders"
             copy = rec.copies.get(node)
-            assert copy is not None and copy.state is CopyState.IN_MEMORY, (
+            assert copy is not None and copy.state is _IN_MEMORY, (
                 f"held fetch {wid}: {obj} not in memory on {node}"
             )
             holds[(obj, node)] = holds.get((obj, node), 0) + 1
@@ -1870,16 +1949,16 @@ class ObjectDirectory:
     def _check_progress(self, wid: str, w: _Waiter, rec: _Object) -> None:
         obj = rec.obj
         status = rec.status
-        assert status is not ObjectStatus.FAILED, f"waiter {wid} still waits for failed {obj}"
-        if status is ObjectStatus.LOST:
+        assert status is not _FAILED, f"waiter {wid} still waits for failed {obj}"
+        if status is _LOST:
             assert rec.lost_reported, f"waiter {wid} waits for lost {obj} never reported lost"
-        if status is ObjectStatus.AVAILABLE:
+        if status is _AVAILABLE:
             assert w.fetch, f"waiter {wid} (no fetch) waits for available {obj}"
             if w.in_line:
                 return  # it starts nothing before it is admitted
             here = rec.copies.get(w.node)
             if here is not None:
-                assert here.state is CopyState.SPILLED, f"{wid}: {obj} local but not ready"
+                assert here.state is _SPILLED, f"{wid}: {obj} local but not ready"
                 assert here.restoring, f"{wid}: {obj} spilled on {w.node} and no restore"
             else:
                 primary_copy = rec.copies[rec.primary] if rec.primary else None
@@ -1896,8 +1975,8 @@ class ObjectDirectory:
     ) -> None:
         assert rec.obj == obj, (obj, rec.obj)
         status = rec.status
-        assert status is not ObjectStatus.FREED, f"{obj}: freed object kept a record"
-        if status is ObjectStatus.AVAILABLE:
+        assert status is not _FREED, f"{obj}: freed object kept a record"
+        if status is _AVAILABLE:
             assert rec.copies, f"{obj}: available without a copy"
             assert rec.primary in rec.copies, f"{obj}: primary {rec.primary} holds no copy"
             assert rec.failure is None, f"{obj}: both available and failed"
@@ -1906,9 +1985,9 @@ class ObjectDirectory:
             assert rec.primary is None, f"{obj}: {status.value} yet has a primary"
             assert not rec.pulls, f"{obj}: {status.value} yet pulls are in flight"
             assert not rec.failed_sources and not rec.retry_timers, f"{obj}: pull state kept"
-        if status is ObjectStatus.FAILED:
+        if status is _FAILED:
             assert rec.failure is not None, f"{obj}: failed without a failure"
-        if status is ObjectStatus.PENDING:
+        if status is _PENDING:
             assert rec.waiters, f"{obj}: pending with no waiter should be forgotten"
         for wid in rec.waiters:
             assert wid in self._waiters and obj in self._waiters[wid].objects, f"{obj}: waiter {wid}"
@@ -1918,7 +1997,7 @@ class ObjectDirectory:
         for node, copy in rec.copies.items():
             store = self._stores.get(node)
             assert store is not None and store.alive, f"{obj}: copy on dead node {node}"
-            if copy.state is CopyState.SPILLED:
+            if copy.state is _SPILLED:
                 assert node == rec.primary, f"{obj}: a spilled copy on {node} is not the primary"
                 assert obj in store.spilled, f"{obj}: spilled copy missing from {node}'s index"
                 assert copy.holds == 0, f"{obj}: spilled copy on {node} is held"
@@ -1931,7 +2010,7 @@ class ObjectDirectory:
         for dest, source in rec.pulls.items():
             assert dest not in rec.copies, f"{obj}: pulled to {dest} which has a copy"
             src = rec.copies.get(source)
-            assert src is not None and src.state is CopyState.IN_MEMORY, f"{obj}: bad source {source}"
+            assert src is not None and src.state is _IN_MEMORY, f"{obj}: bad source {source}"
             assert obj in self._stores[dest].incoming, f"{obj}: pull to {dest} not indexed"
             assert dest not in rec.retry_timers, f"{obj}: pull and retry timer for {dest}"
         for dest in rec.retry_timers:
@@ -1944,9 +2023,9 @@ class ObjectDirectory:
         argument_fetch = w.fetch and parse_fetch_waiter(wid) is not None
         assert w.argument_fetch == argument_fetch, f"waiter {wid}: argument_fetch {w.argument_fetch}"
         if not argument_fetch:
-            assert not w.in_line and w.state is FetchState.NEW, f"waiter {wid} is not an argument fetch"
+            assert not w.in_line and w.state is _F_NEW, f"waiter {wid} is not an argument fetch"
             return
-        expected = FetchState.WAITING_FOR_ROOM if w.in_line else FetchState.ADMITTED
+        expected = _F_WAITING_FOR_ROOM if w.in_line else _F_ADMITTED
         assert w.state is expected, f"argument fetch {wid}: {w.state.name}, in line: {w.in_line}"
         store = self._stores[w.node]
         assert (wid in store.room_line) == w.in_line, f"argument fetch {wid}: line index"
@@ -1991,7 +2070,7 @@ class ObjectDirectory:
             waiting = self._objects.get(obj)
             spilled = waiting.copies.get(node) if waiting is not None else None
             assert waiting is not None and spilled is not None, f"{node}: waiting restore of {obj}"
-            assert spilled.state is CopyState.SPILLED and not spilled.restoring, f"{node}: restore {obj}"
+            assert spilled.state is _SPILLED and not spilled.restoring, f"{node}: restore {obj}"
             if self._wanted_elsewhere(waiting, node):
                 assert pinned + inbound + waiting.size_bytes > store.capacity_bytes, (
                     f"{node}: the restore of {obj} fits yet waits"
@@ -2018,11 +2097,11 @@ class ObjectDirectory:
             rec = self._objects[obj]
             copy = rec.copies.get(node)
             assert rec.primary == node and copy is not None, f"{node}: bad primary {obj}"
-            assert copy.state is CopyState.IN_MEMORY, f"{node}: primary {obj} not in memory"
+            assert copy.state is _IN_MEMORY, f"{node}: primary {obj} not in memory"
             used += rec.size_bytes
         for obj in store.spilled:
             copy = self._objects[obj].copies.get(node)
-            assert copy is not None and copy.state is CopyState.SPILLED, f"{node}: spilled {obj}"
+            assert copy is not None and copy.state is _SPILLED, f"{node}: spilled {obj}"
         for obj in store.incoming:
             assert node in self._objects[obj].pulls, f"{node}: incoming {obj} not pulled"
         for obj in store.troubled:

@@ -116,6 +116,14 @@ LOCAL = Placement(PlacementKind.LOCAL)
 INFEASIBLE = Placement(PlacementKind.INFEASIBLE)
 STAY = Placement(PlacementKind.STAY)
 
+_FORWARD = PlacementKind.FORWARD
+_NORMAL = TaskKind.NORMAL
+_ACTOR_CREATION = TaskKind.ACTOR_CREATION
+# (module constants: reading an Enum member off its class costs a descriptor call in 3.11)
+_FORWARDS: dict[tuple[NodeID, str], Placement] = {}
+"""Forward placements by (node, reason): immutable, so one per pair is shared."""
+FORWARDS_REMEMBERED_MAX = 65_536
+
 
 @dataclass(frozen=True, slots=True)
 class PlacementRequest:
@@ -137,7 +145,13 @@ class SchedulingPolicy(Protocol):
 def _to(node: NodeID, view: ClusterView, reason: str) -> Placement:
     if node == view.local:
         return LOCAL
-    return Placement(PlacementKind.FORWARD, node=node, reason=reason)
+    key = (node, reason)
+    placement = _FORWARDS.get(key)
+    if placement is None:
+        if len(_FORWARDS) >= FORWARDS_REMEMBERED_MAX:
+            _FORWARDS.clear()
+        placement = _FORWARDS[key] = Placement(_FORWARD, node=node, reason=reason)
+    return placement
 
 
 class DefaultPolicy:
@@ -186,9 +200,7 @@ class DefaultPolicy:
             return STAY if request.spill_only else INFEASIBLE
         if isinstance(strategy, SpreadStrategy):
             return self._spread(request, view)
-        locality = (
-            self.locality and isinstance(strategy, DefaultStrategy) and spec.kind is TaskKind.NORMAL
-        )
+        locality = self.locality and isinstance(strategy, DefaultStrategy) and spec.kind is _NORMAL
         return self._hybrid(request, view, locality=locality)
 
     def _pinned_by_hops(self, request: PlacementRequest, view: ClusterView) -> Placement:
@@ -285,7 +297,7 @@ def _most_bytes(
 
 
 def _unschedulable_kind(spec: TaskSpec) -> ErrorKind:
-    if spec.kind is TaskKind.ACTOR_CREATION:
+    if spec.kind is _ACTOR_CREATION:
         return ErrorKind.ACTOR_UNSCHEDULABLE
     return ErrorKind.TASK_UNSCHEDULABLE
 

@@ -25,8 +25,9 @@ the single-node runtime use this class directly.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
+from functools import partial
 
 from detray.core import commands as C
 from detray.core import directory as D
@@ -36,12 +37,29 @@ from detray.core.directory import ObjectDirectory
 from detray.core.ids import NodeID, node_of_worker
 from detray.core.policy import SchedulingPolicy
 from detray.core.scheduler import Scheduler
+from detray.core.specs import TaskKind
 from detray.core.tasks import WAITER_PREFIX as TASK_WAITER_PREFIX
 from detray.core.tasks import TaskManager, TaskState
 from detray.core.view import SPREAD_THRESHOLD, ResourceTable
 
+_FINISHED = TaskState.FINISHED
+_FAILED = TaskState.FAILED
+_CANCELLED = TaskState.CANCELLED
+_NORMAL = TaskKind.NORMAL
+
+_new = object.__new__
+"""Records built on the hot path are made as ``record = _new(Cls)`` then
+``Cls.__init__(record, **fields)``: the same object as ``Cls(**fields)``, but calling a
+class with keywords packs them into a dict first, which costs a third more."""
+
+_init_arrival = E.TaskArrived.__init__
+_init_ready = E.ArgumentsReady.__init__
+_init_freed = E.ObjectFreed.__init__
+
 CASCADE_STEPS_MAX = 1_000_000
 """A cascade longer than this is a bug (a routing loop), not a big cluster."""
+_WORK_COMPACT_AT = 4096
+"""Delivered events of a cascade dropped from its work list in batches of this many."""
 
 
 
@@ -99,43 +117,63 @@ class Router:
         self.report_on_release = report_on_release
         """A node whose task ends with nothing queued there reports its room at once."""
         self._cascade_steps_max = cascade_steps_max
+        self._delivery: dict[type[E.Event], Callable[[E.Event], list[C.Command]]] = {
+            kind: _bind(self, deliver) for kind, deliver in _DELIVERY.items()
+        }
+        """``_DELIVERY`` bound to this router: an event for one machine goes straight to
+        that machine's ``handle`` (one call less per event on the hot path)."""
 
     # -- the one entry point ----------------------------------------------------
 
     def handle(self, event: E.Event) -> list[C.Command]:
         """Deliver ``event`` and every event it causes; return the external commands."""
         external: list[C.Command] = []
-        work: deque[E.Event] = deque((event,))
+        # The events caused, in FIFO order, ``done`` of them delivered (a list, built only
+        # as it grows: most events cause none).
+        work: list[E.Event] = []
+        done = 0
         steps = 0
+        steps_max = self._cascade_steps_max
         now = event.now
-        while work:
+        delivery = self._delivery
+        conversion = _CONVERSION
+        current = event
+        while True:
             steps += 1
-            if steps > self._cascade_steps_max:
+            if steps > steps_max:
                 raise CascadeLimitExceeded(
                     f"cascade from {type(event).__name__} ({event.stimulus_id}) exceeded "
                     f"{self._cascade_steps_max} steps"
                 )
-            current = work.popleft()
-            deliver = _DELIVERY.get(type(current))
+            deliver = delivery.get(current.__class__)
             if deliver is None:
                 raise TypeError(f"the router does not route {type(current).__name__}")
-            for command in deliver(self, current):
-                convert = _CONVERSION.get(type(command))
+            for command in deliver(current):
+                kind = command.__class__
+                convert = conversion.get(kind)
                 converted = convert(self, command, now) if convert is not None else None
                 if converted is None:
                     external.append(command)
                     continue
-                work.extend(converted)
-                if type(command) in _ALSO_EXTERNAL:
+                work += converted
+                if kind in _ALSO_EXTERNAL:
                     external.append(command)
-        return external
+            if done == len(work):
+                return external
+            current = work[done]
+            done += 1
+            if done == _WORK_COMPACT_AT:  # a long cascade: let delivered events go
+                del work[:done]
+                done = 0
 
     # -- helpers for drivers ------------------------------------------------------
 
     def arrival(self, forward: C.ForwardTask, *, now: float) -> E.TaskArrived:
         """The ``TaskArrived`` a driver delivers when a ``ForwardTask`` reaches its node
         (with a fresh locality hint)."""
-        return E.TaskArrived(
+        arrival = _new(E.TaskArrived)
+        _init_arrival(
+            arrival,
             now=now,
             stimulus_id=forward.stimulus_id,
             spec=forward.spec,
@@ -144,6 +182,7 @@ class Router:
             arg_bytes_by_node=self.directory.bytes_by_node(forward.spec.args),
             hops=forward.hops,
         )
+        return arrival
 
     def is_live(self, node: NodeID) -> bool:
         return node in self.schedulers
@@ -159,13 +198,23 @@ class Router:
                 self.touched[machine.node] = machine
         return out
 
+    def _at_scheduler(self, scheduler: Scheduler, event: E.Event) -> list[C.Command]:
+        """``event`` to one scheduler (``_machines`` with one scheduler, on the hot path)."""
+        out = scheduler.handle(event)
+        self._watch(scheduler)
+        self.touched[scheduler.node] = scheduler
+        return out
+
     def _watch(self, scheduler: Scheduler) -> None:
         """Keep ``_watchers`` exact after ``scheduler`` handled an event."""
-        node = scheduler.node
         watchers = self._watchers
+        waits = scheduler.waits_for_view()
+        if not waits and not watchers:
+            return  # nobody waits, before or after
+        node = scheduler.node
         at = bisect_left(watchers, node)
         listed = at < len(watchers) and watchers[at] == node
-        if scheduler.waits_for_view() and self.schedulers.get(node) is scheduler:
+        if waits and self.schedulers.get(node) is scheduler:
             if not listed:
                 watchers.insert(at, node)
         elif listed:
@@ -196,7 +245,11 @@ class Router:
         return [scheduler]
 
     def _to_node_scheduler(self, event: E.Event) -> list[C.Command]:
-        return self._machines(event, *self._node_scheduler(event))
+        scheduler = self.schedulers.get(getattr(event, "node"))
+        if scheduler is None:
+            self.stats[f"{type(event).__name__}_at_dead_node"] += 1
+            return []
+        return self._at_scheduler(scheduler, event)
 
     def _to_worker_owners(self, event: E.Event) -> list[C.Command]:
         # WorkerDied: the node's scheduler, the task manager, the actor manager.
@@ -205,8 +258,19 @@ class Router:
     def _to_task_outcome(self, event: E.Event) -> list[C.Command]:
         # TaskStarted/Finished/Failed: release on the node, settle the task, then
         # record the returns -- only those of the result the owner accepted.
-        out = self._machines(event, *self._node_scheduler(event), self.tasks, self.actors)
-        if isinstance(event, (E.TaskFinished, E.TaskFailed)) and event.return_sizes:
+        assert isinstance(event, (E.TaskStarted, E.TaskFinished, E.TaskFailed))
+        scheduler = self.schedulers.get(event.node)
+        if scheduler is None:
+            self.stats[f"{type(event).__name__}_at_dead_node"] += 1
+            out = self.tasks.handle(event)
+        else:
+            out = self._at_scheduler(scheduler, event)
+            out.extend(self.tasks.handle(event))
+        out.extend(self.actors.handle(event))
+        if event.__class__ is E.TaskStarted:
+            return out
+        assert isinstance(event, (E.TaskFinished, E.TaskFailed))
+        if event.return_sizes:
             if self._result_accepted(event):
                 out.extend(self.directory.handle(event))
             else:
@@ -217,7 +281,7 @@ class Router:
                     C.DeleteCopy(stimulus_id=event.stimulus_id, obj=obj, node=event.node, reason="result not accepted")
                     for obj, _size in event.return_sizes
                 )
-        if self.report_on_release and event.__class__ is not E.TaskStarted and self._watchers:
+        if self.report_on_release and self._watchers:
             out.extend(self._report_release(event))
         return out
 
@@ -248,23 +312,23 @@ class Router:
         if self.table.report(node, scheduler.incarnation, report.available) != "ok":
             return []
         self.stats["reports_on_release"] += 1
-        return self._machines(report, owner_scheduler)
+        return self._at_scheduler(owner_scheduler, report)
 
     def _result_accepted(self, event: E.TaskFinished | E.TaskFailed) -> bool:
         """True when the task manager settled the task with this very attempt."""
-        if self.tasks.attempt(event.task) != event.attempt:
-            return False
-        state = self.tasks.state(event.task)
-        if isinstance(event, E.TaskFinished):
-            return state is TaskState.FINISHED
-        return state is TaskState.FAILED or state is TaskState.CANCELLED
+        state = self.tasks.settled_with(event.task, event.attempt)
+        if event.__class__ is E.TaskFinished:
+            return state is _FINISHED
+        return state is _FAILED or state is _CANCELLED
 
     def _to_arrival(self, event: E.Event) -> list[C.Command]:
         assert isinstance(event, E.TaskArrived)
-        out = self._machines(event, self.tasks, self.actors)
+        out = self.tasks.handle(event)
+        if event.spec.kind is not _NORMAL:  # the actor manager follows creation tasks only
+            out.extend(self.actors.handle(event))
         scheduler = self.schedulers.get(event.node)
         if scheduler is not None:
-            out.extend(self._machines(event, scheduler))
+            out.extend(self._at_scheduler(scheduler, event))
         else:
             self.stats["task_arrived_at_dead_node"] += 1
         return out
@@ -292,7 +356,7 @@ class Router:
                 break
             scheduler = self.schedulers.get(node)
             if node != event.node and scheduler is not None:
-                out.extend(self._machines(event, scheduler))
+                out.extend(self._at_scheduler(scheduler, event))
         return out
 
     def _node_joined(self, event: E.Event) -> list[C.Command]:
@@ -333,7 +397,9 @@ class Router:
 
     def _schedule(self, command: C.Command, now: float) -> list[E.Event]:
         assert isinstance(command, C.ScheduleTask)
-        arrival = E.TaskArrived(
+        arrival = _new(E.TaskArrived)
+        _init_arrival(
+            arrival,
             now=now,
             stimulus_id=command.stimulus_id,
             spec=command.spec,
@@ -351,15 +417,16 @@ class Router:
     def _wake(self, command: C.Command, now: float) -> list[E.Event] | None:
         assert isinstance(command, C.WakeWaiter)
         if command.waiter.startswith(TASK_WAITER_PREFIX):
-            return [
-                E.ArgumentsReady(
-                    now=now,
-                    stimulus_id=command.stimulus_id,
-                    waiter=command.waiter,
-                    ready=command.ready,
-                    failed=command.failed,
-                )
-            ]
+            ready = _new(E.ArgumentsReady)
+            _init_ready(
+                ready,
+                now=now,
+                stimulus_id=command.stimulus_id,
+                waiter=command.waiter,
+                ready=command.ready,
+                failed=command.failed,
+            )
+            return [ready]
         if command.waiter.startswith(D.FETCH_WAITER_PREFIX):
             fetched = D.arguments_fetched(command, now)
             return [] if fetched is None else [fetched]
@@ -378,93 +445,103 @@ def _replace_node(arrival: E.TaskArrived, node: NodeID, now: float) -> E.TaskArr
     )
 
 
-def _simple(
-    factory: Callable[[C.Command, float], E.Event],
-) -> _Convert:
-    def convert(router: Router, command: C.Command, now: float) -> list[E.Event]:
-        return [factory(command, now)]
-
-    return convert
+# Conversions of internal commands: (router, command, now) -> the events it becomes.
+# Each is one plain function (no wrapper), as they run for almost every command.
 
 
-def _withdrawn(c: C.Command, now: float) -> E.Event:
+def _withdrawn(router: Router, c: C.Command, now: float) -> list[E.Event]:
     assert isinstance(c, C.WithdrawTask)
-    return E.TaskWithdrawn(now=now, stimulus_id=c.stimulus_id, task=c.task, attempt=c.attempt, node=c.node)
+    return [E.TaskWithdrawn(now=now, stimulus_id=c.stimulus_id, task=c.task, attempt=c.attempt, node=c.node)]
 
 
-def _fetch(c: C.Command, now: float) -> E.Event:
+def _fetch(router: Router, c: C.Command, now: float) -> list[E.Event]:
     assert isinstance(c, C.FetchArguments)
-    return D.fetch_request(c, now)
+    return [D.fetch_request(c, now)]
 
 
-def _release(c: C.Command, now: float) -> E.Event:
+def _release(router: Router, c: C.Command, now: float) -> list[E.Event]:
     assert isinstance(c, C.ReleaseArguments)
-    return D.argument_release(c, now)
+    return [D.argument_release(c, now)]
 
 
-def _missing(c: C.Command, now: float) -> E.Event:
+def _missing(router: Router, c: C.Command, now: float) -> list[E.Event]:
     assert isinstance(c, C.ReportArgumentsMissing)
-    return D.arguments_missing(c, now)
+    return [D.arguments_missing(c, now)]
 
 
-def _exists(c: C.Command, now: float) -> E.Event:
+def _exists(router: Router, c: C.Command, now: float) -> list[E.Event]:
     assert isinstance(c, C.RequestObjects)
-    return D.existence_request(c, now)
+    return [D.existence_request(c, now)]
 
 
-def _unschedulable(c: C.Command, now: float) -> E.Event:
+def _unschedulable(router: Router, c: C.Command, now: float) -> list[E.Event]:
     assert isinstance(c, C.ReportUnschedulable)
-    return E.TaskUnschedulable(
-        now=now, stimulus_id=c.stimulus_id, task=c.task, attempt=c.attempt, failure=c.failure
-    )
+    return [
+        E.TaskUnschedulable(now=now, stimulus_id=c.stimulus_id, task=c.task, attempt=c.attempt, failure=c.failure)
+    ]
 
 
-def _lost(c: C.Command, now: float) -> E.Event:
+def _lost(router: Router, c: C.Command, now: float) -> list[E.Event]:
     assert isinstance(c, C.ReportLost)
-    return E.ObjectLost(now=now, stimulus_id=c.stimulus_id, obj=c.obj)
+    return [E.ObjectLost(now=now, stimulus_id=c.stimulus_id, obj=c.obj)]
 
 
-def _failed(c: C.Command, now: float) -> E.Event:
+def _failed(router: Router, c: C.Command, now: float) -> list[E.Event]:
     assert isinstance(c, C.FailObject)
-    return E.ObjectFailed(now=now, stimulus_id=c.stimulus_id, obj=c.obj, failure=c.failure)
+    return [E.ObjectFailed(now=now, stimulus_id=c.stimulus_id, obj=c.obj, failure=c.failure)]
 
 
-def _freed(c: C.Command, now: float) -> E.Event:
+def _freed(router: Router, c: C.Command, now: float) -> list[E.Event]:
     assert isinstance(c, C.FreeObject)
-    return E.ObjectFreed(now=now, stimulus_id=c.stimulus_id, obj=c.obj)
+    freed = _new(E.ObjectFreed)
+    _init_freed(freed, now=now, stimulus_id=c.stimulus_id, obj=c.obj)
+    return [freed]
 
 
-def _actor_args(c: C.Command, now: float) -> E.Event:
+def _actor_args(router: Router, c: C.Command, now: float) -> list[E.Event]:
     assert isinstance(c, C.CreateActor)
-    return E.ActorArgumentsReady(now=now, stimulus_id=c.stimulus_id, spec=c.spec)
+    return [E.ActorArgumentsReady(now=now, stimulus_id=c.stimulus_id, spec=c.spec)]
 
 
-def _actor_task(c: C.Command, now: float) -> E.Event:
+def _actor_task(router: Router, c: C.Command, now: float) -> list[E.Event]:
     assert isinstance(c, C.SubmitActorTask)
-    return E.ActorTaskReady(now=now, stimulus_id=c.stimulus_id, spec=c.spec, attempt=c.attempt)
+    return [E.ActorTaskReady(now=now, stimulus_id=c.stimulus_id, spec=c.spec, attempt=c.attempt)]
 
 
-def _aborted(c: C.Command, now: float) -> E.Event:
+def _aborted(router: Router, c: C.Command, now: float) -> list[E.Event]:
     assert isinstance(c, C.AbortActorTask)
-    return E.ActorTaskAborted(
-        now=now,
-        stimulus_id=c.stimulus_id,
-        task=c.task,
-        attempt=c.attempt,
-        actor=c.actor,
-        actor_restarting=c.actor_restarting,
-        failure=c.failure,
-    )
+    return [
+        E.ActorTaskAborted(
+            now=now,
+            stimulus_id=c.stimulus_id,
+            task=c.task,
+            attempt=c.attempt,
+            actor=c.actor,
+            actor_restarting=c.actor_restarting,
+            failure=c.failure,
+        )
+    ]
 
 
-def _forget(c: C.Command, now: float) -> E.Event:
+def _forget(router: Router, c: C.Command, now: float) -> list[E.Event]:
     assert isinstance(c, C.ForgetWaiter)
-    return E.WaiterCancelled(now=now, stimulus_id=c.stimulus_id, waiter=c.waiter)
+    return [E.WaiterCancelled(now=now, stimulus_id=c.stimulus_id, waiter=c.waiter)]
 
 
-def _actor_dead(c: C.Command, now: float) -> E.Event:
+def _actor_dead(router: Router, c: C.Command, now: float) -> list[E.Event]:
     assert isinstance(c, C.ReportActorDead)
-    return E.ActorTerminated(now=now, stimulus_id=c.stimulus_id, actor=c.actor)
+    return [E.ActorTerminated(now=now, stimulus_id=c.stimulus_id, actor=c.actor)]
+
+
+def _bind(router: Router, deliver: _Deliver) -> Callable[[E.Event], list[C.Command]]:
+    """``deliver`` for ``router``: a machine's own ``handle`` when that is all it does."""
+    if deliver is Router._to_tasks:
+        return router.tasks.handle
+    if deliver is Router._to_actors:
+        return router.actors.handle
+    if deliver is Router._to_directory:
+        return router.directory.handle
+    return partial(deliver, router)
 
 
 _DELIVERY: dict[type[E.Event], _Deliver] = {
@@ -510,21 +587,21 @@ _DELIVERY: dict[type[E.Event], _Deliver] = {
 
 _CONVERSION: dict[type[C.Command], _Convert] = {
     C.ScheduleTask: Router._schedule,
-    C.WithdrawTask: _simple(_withdrawn),
-    C.FetchArguments: _simple(_fetch),
-    C.ReleaseArguments: _simple(_release),
-    C.ReportArgumentsMissing: _simple(_missing),
-    C.RequestObjects: _simple(_exists),
+    C.WithdrawTask: _withdrawn,
+    C.FetchArguments: _fetch,
+    C.ReleaseArguments: _release,
+    C.ReportArgumentsMissing: _missing,
+    C.RequestObjects: _exists,
     C.WakeWaiter: Router._wake,
-    C.ReportUnschedulable: _simple(_unschedulable),
-    C.ReportLost: _simple(_lost),
-    C.FailObject: _simple(_failed),
-    C.FreeObject: _simple(_freed),
-    C.CreateActor: _simple(_actor_args),
-    C.SubmitActorTask: _simple(_actor_task),
-    C.AbortActorTask: _simple(_aborted),
-    C.ReportActorDead: _simple(_actor_dead),
-    C.ForgetWaiter: _simple(_forget),
+    C.ReportUnschedulable: _unschedulable,
+    C.ReportLost: _lost,
+    C.FailObject: _failed,
+    C.FreeObject: _freed,
+    C.CreateActor: _actor_args,
+    C.SubmitActorTask: _actor_task,
+    C.AbortActorTask: _aborted,
+    C.ReportActorDead: _actor_dead,
+    C.ForgetWaiter: _forget,
 }
 
 _ALSO_EXTERNAL: frozenset[type[C.Command]] = frozenset({C.ReportActorDead})

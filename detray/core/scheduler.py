@@ -84,7 +84,18 @@ from detray.core.policy import (
 )
 from detray.core.view import ClusterView, NodeView, ResourceTable
 from detray.core.resources import CPU, GPU, UNIT, Allocation, NodeResources, Units, add, as_floats
-from detray.core.specs import SchedulingStrategy, TaskKind, TaskSpec
+from detray.core.specs import DefaultStrategy, SchedulingStrategy, TaskKind, TaskSpec
+
+
+_new = object.__new__
+"""Records built on the hot path are made as ``record = _new(Cls)`` then
+``Cls.__init__(record, **fields)``: the same object as ``Cls(**fields)``, but calling a
+class with keywords packs them into a dict first, which costs a third more."""
+
+_init_fetch = C.FetchArguments.__init__
+_init_forward = C.ForwardTask.__init__
+_init_start = C.StartTask.__init__
+_init_release = C.ReleaseArguments.__init__
 
 STORY_LINES_MAX = 20_000
 DONE_ATTEMPTS_MAX = 100_000
@@ -96,8 +107,11 @@ WARN_INFEASIBLE = "infeasible_task"
 Key = tuple[TaskID, int]
 """An attempt: (task id, attempt number)."""
 _ClassKey = tuple[
-    tuple[tuple[str, int], ...], tuple[tuple[str, int], ...], SchedulingStrategy, int
+    tuple[tuple[str, int], ...], tuple[tuple[str, int], ...], SchedulingStrategy | str, int
 ]
+"""(placement, resources, strategy, hops): the strategy is given by its name when it is a
+``DefaultStrategy`` (equal keys for equal strategies, and a string hashes in C where a
+dataclass hashes in Python, on every queue lookup)."""
 
 
 class TaskState(enum.Enum):
@@ -194,6 +208,38 @@ SCHEDULER_TRANSITIONS: dict[tuple[SchedulerState, SchedulerState], str] = {
 }
 
 
+# Members as module constants: reading an Enum member off its class costs a descriptor
+# call in 3.11, and the hot path compares states dozens of times per task.
+_NEW = S.NEW
+_INFEASIBLE = S.INFEASIBLE
+_FETCHING = S.FETCHING
+_QUEUED = S.QUEUED
+_WAITING_FOR_WORKER = S.WAITING_FOR_WORKER
+_RUNNING = S.RUNNING
+_FORWARDED = S.FORWARDED
+_FINISHED = S.FINISHED
+_FAILED = S.FAILED
+_ARGS_FAILED = S.ARGS_FAILED
+_UNSCHEDULABLE = S.UNSCHEDULABLE
+_WITHDRAWN = S.WITHDRAWN
+_LOST = S.LOST
+_W_STARTING = W.STARTING
+_W_IDLE = W.IDLE
+_W_LEASED = W.LEASED
+_W_ACTOR = W.ACTOR
+_W_DRAINING = W.DRAINING
+_W_DEAD = W.DEAD
+_UNJOINED = SchedulerState.UNJOINED
+_ALIVE = SchedulerState.ALIVE
+_DEAD = SchedulerState.DEAD
+_ACTOR_TASK = TaskKind.ACTOR_TASK
+_ACTOR_CREATION = TaskKind.ACTOR_CREATION
+_LOCAL = PlacementKind.LOCAL
+_FORWARD = PlacementKind.FORWARD
+_INFEASIBLE_PLACEMENT = PlacementKind.INFEASIBLE
+_UNSCHEDULABLE_PLACEMENT = PlacementKind.UNSCHEDULABLE
+
+
 @dataclass(slots=True, eq=False)
 class _Attempt:
     spec: TaskSpec
@@ -202,6 +248,8 @@ class _Attempt:
     hops: int
     arg_bytes: tuple[tuple[NodeID, int], ...]
     cls: _ClassKey
+    key: Key
+    """``(spec.task_id, attempt)``: the attempt's key in every index."""
     state: TaskState = TaskState.NEW
     allocation: Allocation | None = None
     worker: WorkerID | None = None
@@ -210,6 +258,9 @@ class _Attempt:
     """``FetchArguments`` went out and the directory still waits or holds for it:
     ``ReleaseArguments`` goes out when the attempt leaves (not after a failed fetch,
     whose waiter the directory forgot with its answer)."""
+    spill_request: PlacementRequest | None = None
+    """The spill-only ``PlacementRequest`` of this attempt, built on first use (the same
+    question is asked each time the view changes while it is queued)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -250,7 +301,7 @@ class Scheduler:
         self.node = node
         self.policy: SchedulingPolicy = policy if policy is not None else DefaultPolicy()
         self.stats: Counter[str] = Counter()
-        self.state = SchedulerState.UNJOINED
+        self.state = _UNJOINED
         self.incarnation = -1
         self.object_store_bytes = object_store_bytes
         self.spill_enabled = spill_enabled
@@ -275,11 +326,15 @@ class Scheduler:
         self._starting = 0
         self._next_counter = 0
         self._seq = 0
-        self._done: OrderedDict[Key, tuple[TaskState, int]] = OrderedDict()
-        """Attempts that left: their final state here and the hops they arrived with (an
-        attempt spilled away may come back with more hops: a new arrival, not a duplicate)."""
+        self._done: OrderedDict[Key, tuple[str, int]] = OrderedDict()
+        """Attempts that left: their final state here (its value) and the hops they arrived
+        with (an attempt spilled away may come back with more hops: a new arrival, not a
+        duplicate). Strings and ints only: the garbage collector stops tracking the entries."""
         self._done_max = done_attempts_max
-        self._story: deque[tuple[str, str, str]] = deque(maxlen=story_lines_max)
+        self._story: deque[tuple[Any, ...]] = deque(maxlen=story_lines_max)
+        """(key, stimulus_id, template, args[, state name[, attempt]]): a line is formatted only
+        when ``story`` reads it (``_story_line``); a move adds the new state's name (and, for
+        an attempt, its number)."""
         self._handlers: dict[type[E.Event], Callable[[Any, list[C.Command]], None]] = {
             E.TaskArrived: self._on_task_arrived,
             E.ArgumentsFetched: self._on_arguments_fetched,
@@ -309,8 +364,8 @@ class Scheduler:
         if handler is None:
             raise TypeError(f"Scheduler does not handle {kind.__name__}")
         out: list[C.Command] = []
-        if self.state is SchedulerState.ALIVE or (
-            self.state is SchedulerState.UNJOINED and kind in _MEMBERSHIP
+        if self.state is _ALIVE or (
+            self.state is _UNJOINED and kind in _MEMBERSHIP
         ):
             handler(event, out)
         else:
@@ -387,7 +442,7 @@ class Scheduler:
     def waits_for_view(self) -> bool:
         """Attempts here wait for the view to change: infeasible ones (for a node that
         fits), or queued ones that could spill to a node with room."""
-        return self.state is SchedulerState.ALIVE and bool(self._queues or self._infeasible)
+        return self.state is _ALIVE and bool(self._queues or self._infeasible)
 
     def infeasible_count(self) -> int:
         """Attempts here that no live node can fit (they wait for one to join)."""
@@ -395,7 +450,7 @@ class Scheduler:
 
     def story(self, key: str) -> list[str]:
         """Recent history lines of a task id, worker id or node id."""
-        return [f"{sid}: {text}" for k, sid, text in self._story if k == key]
+        return [_story_line(entry) for entry in self._story if entry[0] == key]
 
     # -- tasks ------------------------------------------------------------------------
 
@@ -405,7 +460,7 @@ class Scheduler:
         if ev.node != self.node:
             self.stats["misrouted_task_arrived"] += 1
             return
-        if spec.kind is TaskKind.ACTOR_TASK:
+        if spec.kind is _ACTOR_TASK:
             raise InvalidTransition(
                 f"actor task {spec.task_id} reached the scheduler of {self.node}: "
                 "actor tasks go to the actor manager, which runs them on the actor's worker",
@@ -422,19 +477,22 @@ class Scheduler:
             self.stats["stale_task_arrived"] += 1
             return
         self._seq += 1
+        resources = _shape(spec.resources)
+        placement = spec.placement_resources
+        strategy = spec.strategy
         cls: _ClassKey = (
-            tuple(sorted(spec.placement.items())),
-            tuple(sorted(spec.resources.items())),
-            spec.strategy,
+            resources if placement is None else _shape(placement),
+            resources,
+            strategy.name if strategy.__class__ is DefaultStrategy else strategy,
             ev.hops,
         )
-        rec = _Attempt(spec, ev.attempt, self._seq, ev.hops, ev.arg_bytes_by_node, cls)
+        rec = _Attempt(spec, ev.attempt, self._seq, ev.hops, ev.arg_bytes_by_node, cls, key)
         self._tasks[key] = rec
         if live:
             live.append(ev.attempt)
         else:
             self._attempts[spec.task_id] = [ev.attempt]
-        self._log(spec.task_id, ev.stimulus_id, f"attempt {ev.attempt} arrived (hops {ev.hops})")
+        self._log(spec.task_id, ev.stimulus_id, "attempt %s arrived (hops %s)", ev.attempt, ev.hops)
         self._place(rec, ev.stimulus_id, out)
         self._dispatch(ev.stimulus_id, out)
 
@@ -443,14 +501,14 @@ class Scheduler:
         if rec is None or ev.node != self.node:
             self.stats["stale_arguments_fetched"] += 1
             return
-        if rec.state is not S.FETCHING:
+        if rec.state is not _FETCHING:
             self.stats["duplicate_arguments_fetched"] += 1
             return
         sid = ev.stimulus_id
         if ev.failure is not None:
             _subtract(self._demand, rec.spec.placement)
             rec.fetch_sent = False  # the directory forgot the waiter with this answer
-            self._set(rec, S.ARGS_FAILED, sid, f"argument failed: {ev.failure.kind.value}")
+            self._set(rec, _ARGS_FAILED, sid, "argument failed: %s", ev.failure.kind.value)
             self._retire(rec, sid, out)
             out.append(
                 C.ReportUnschedulable(
@@ -458,7 +516,7 @@ class Scheduler:
                 )
             )
             return
-        self._set(rec, S.QUEUED, sid, "arguments local")
+        self._set(rec, _QUEUED, sid, "arguments local")
         self._enqueue(rec)
         self._dispatch(sid, out)
 
@@ -469,32 +527,32 @@ class Scheduler:
             return
         sid = ev.stimulus_id
         state = rec.state
-        if state is S.RUNNING:
+        if state is _RUNNING:
             # The worker has read its arguments; the other copies stay held until it ends.
             self.stats["arguments_missing_while_running"] += 1
-            self._log(ev.task, sid, f"#{ev.attempt}: argument copy gone while running (ignored)")
+            self._log(ev.task, sid, "#%s: argument copy gone while running (ignored)", ev.attempt)
             return
-        if state is S.FETCHING:
+        if state is _FETCHING:
             self.stats["arguments_missing_while_fetching"] += 1
             return
         # QUEUED or WAITING_FOR_WORKER: it may not start before its arguments are back.
         self._unqueue(rec)
         add(self._demand, rec.spec.placement)
-        self._set(rec, S.FETCHING, sid, f"argument copy gone ({', '.join(ev.objects)}): fetching again")
+        self._set(rec, _FETCHING, sid, "argument copy gone (%s): fetching again", ", ".join(ev.objects))
         self.stats["refetches"] += 1
         self._fetch(rec, sid, out)
         self._dispatch(sid, out)
 
     def _on_task_started(self, ev: E.TaskStarted, out: list[C.Command]) -> None:
         rec = self._tasks.get((ev.task, ev.attempt))
-        if rec is None or rec.state is not S.RUNNING or rec.worker != ev.worker:
+        if rec is None or rec.state is not _RUNNING or rec.worker != ev.worker:
             if self._is_actor_worker(ev.worker):
                 self.stats["actor_task_event_ignored"] += 1
             else:
                 self.stats["stale_task_started"] += 1
             return
         self.stats["task_started"] += 1
-        self._log(ev.task, ev.stimulus_id, f"attempt {ev.attempt} started on {ev.worker}")
+        self._log(ev.task, ev.stimulus_id, "attempt %s started on %s", ev.attempt, ev.worker)
 
     def _on_task_finished(self, ev: E.TaskFinished, out: list[C.Command]) -> None:
         self._on_result(ev.task, ev.attempt, ev.node, ev.worker, True, ev.stimulus_id, out)
@@ -513,7 +571,7 @@ class Scheduler:
         out: list[C.Command],
     ) -> None:
         rec = self._tasks.get((task, attempt))
-        if rec is None or rec.state is not S.RUNNING or rec.worker != wid or node != self.node:
+        if rec is None or rec.state is not _RUNNING or rec.worker != wid or node != self.node:
             if rec is None and self._is_actor_worker(wid):
                 self.stats["actor_task_event_ignored"] += 1
             else:
@@ -528,16 +586,16 @@ class Scheduler:
         worker.task = None
         rec.worker = None
         self._running -= 1
-        self._set(rec, S.FINISHED if ok else S.FAILED, sid, f"{'finished' if ok else 'failed'} on {wid}")
-        creation = rec.spec.kind is TaskKind.ACTOR_CREATION
+        self._set(rec, _FINISHED if ok else _FAILED, sid, "finished on %s" if ok else "failed on %s", wid)
+        creation = rec.spec.kind is _ACTOR_CREATION
         if creation and ok:
             worker.actor = rec.spec.actor_id
             worker.actor_allocation = allocation
-            self._set_worker(worker, W.ACTOR, sid, f"dedicated to actor {rec.spec.actor_id}")
+            self._set_worker(worker, _W_ACTOR, sid, "dedicated to actor %s", rec.spec.actor_id)
         else:
             self._ledger.release(allocation)
             if creation:
-                self._set_worker(worker, W.DRAINING, sid, "actor creation failed")
+                self._set_worker(worker, _W_DRAINING, sid, "actor creation failed")
                 out.append(C.KillWorker(stimulus_id=sid, worker=wid, node=self.node))
             else:
                 self._make_idle(worker, sid)
@@ -550,13 +608,13 @@ class Scheduler:
             self.stats["stale_task_withdrawn"] += 1
             return
         sid = ev.stimulus_id
-        if rec.state is S.RUNNING:
+        if rec.state is _RUNNING:
             # The task manager interrupts running code itself (InterruptTask).
             self.stats["withdraw_running_ignored"] += 1
-            self._log(ev.task, sid, f"withdrawal of running attempt {ev.attempt} ignored")
+            self._log(ev.task, sid, "withdrawal of running attempt %s ignored", ev.attempt)
             return
         self._unqueue(rec)
-        self._set(rec, S.WITHDRAWN, sid, "withdrawn")
+        self._set(rec, _WITHDRAWN, sid, "withdrawn")
         self._retire(rec, sid, out)
         self._dispatch(sid, out)
 
@@ -567,7 +625,7 @@ class Scheduler:
         if worker is None or ev.node != self.node:
             self.stats["unknown_worker_started"] += 1
             return
-        if worker.state is not W.STARTING:
+        if worker.state is not _W_STARTING:
             self.stats["duplicate_worker_started"] += 1
             return
         self._starting -= 1
@@ -581,11 +639,11 @@ class Scheduler:
             return
         sid = ev.stimulus_id
         state = worker.state
-        if state is W.STARTING:
+        if state is _W_STARTING:
             self._starting -= 1
-        elif state is W.IDLE:
+        elif state is _W_IDLE:
             self._idle.remove((worker.counter, worker.worker))
-        elif state is W.LEASED:
+        elif state is _W_LEASED:
             assert worker.task is not None
             rec = self._tasks[worker.task]
             assert rec.allocation is not None
@@ -593,13 +651,13 @@ class Scheduler:
             rec.allocation = None
             rec.worker = None
             self._running -= 1
-            self._set(rec, S.LOST, sid, f"worker {worker.worker} died")
+            self._set(rec, _LOST, sid, "worker %s died", worker.worker)
             self._retire(rec, sid, out)
-        elif state is W.ACTOR:
+        elif state is _W_ACTOR:
             assert worker.actor_allocation is not None
             self._ledger.release(worker.actor_allocation)
             worker.actor_allocation = None
-        self._set_worker(worker, W.DEAD, sid, "died")
+        self._set_worker(worker, _W_DEAD, sid, "died")
         del self._workers[worker.worker]
         self._dispatch(sid, out)
 
@@ -617,7 +675,7 @@ class Scheduler:
             return
         worker.blocked = True
         worker.lent_cpu = self._ledger.release_part(allocation, CPU)
-        self._log(worker.worker, ev.stimulus_id, f"blocked: lent {worker.lent_cpu} CPU units")
+        self._log(worker.worker, ev.stimulus_id, "blocked: lent %s CPU units", worker.lent_cpu)
         self._dispatch(ev.stimulus_id, out)
 
     def _on_worker_unblocked(self, ev: E.WorkerUnblocked, out: list[C.Command]) -> None:
@@ -632,7 +690,7 @@ class Scheduler:
         taken = self._ledger.reacquire_part(allocation, CPU, worker.lent_cpu)
         if taken < worker.lent_cpu:
             self.stats["unblock_cpu_short"] += 1
-        self._log(worker.worker, ev.stimulus_id, f"unblocked: took back {taken} of {worker.lent_cpu} CPU units")
+        self._log(worker.worker, ev.stimulus_id, "unblocked: took back %s of %s CPU units", taken, worker.lent_cpu)
         worker.blocked = False
         worker.lent_cpu = 0
 
@@ -645,7 +703,7 @@ class Scheduler:
             self.stats["stale_node_joined"] += 1
             return
         if ev.node == self.node:
-            if self.state is SchedulerState.UNJOINED:
+            if self.state is _UNJOINED:
                 self.object_store_bytes = ev.object_store_bytes
                 self.spill_enabled = ev.spill_enabled
                 self._join(ev.incarnation, ev.resources, sid)
@@ -666,7 +724,7 @@ class Scheduler:
             self.stats["stale_node_joined"] += 1
             return
         self._log(ev.node, sid, f"joined (incarnation {ev.incarnation}, {as_floats(ev.resources)})")
-        if self.state is SchedulerState.ALIVE:
+        if self.state is _ALIVE:
             self._replace_infeasible(sid, out)
             self._dispatch(sid, out)
             self._spill(sid, out)
@@ -676,7 +734,7 @@ class Scheduler:
         table = self._view.table
         if ev.node == self.node:
             if ev.incarnation == self.incarnation or (
-                self.state is SchedulerState.UNJOINED
+                self.state is _UNJOINED
             ):
                 table.remove(ev.node, ev.incarnation)
                 self._die(sid, f"incarnation {ev.incarnation} died")
@@ -688,7 +746,7 @@ class Scheduler:
         if table.remove(ev.node, ev.incarnation) != "ok":
             self.stats["stale_node_died"] += 1
             return
-        self._log(ev.node, sid, f"died (incarnation {ev.incarnation})")
+        self._log(ev.node, sid, "died (incarnation %s)", ev.incarnation)
 
     def _on_resources_reported(self, ev: E.NodeResourcesReported, out: list[C.Command]) -> None:
         if ev.node == self.node:
@@ -701,7 +759,7 @@ class Scheduler:
         elif self._view.table.incarnation_of(ev.node) != ev.incarnation:
             self.stats["stale_resources_report"] += 1
             return
-        if self.state is SchedulerState.ALIVE:
+        if self.state is _ALIVE:
             self._spill(ev.stimulus_id, out)
 
     def _join(self, incarnation: int, resources: Mapping[str, int], sid: str) -> None:
@@ -711,13 +769,13 @@ class Scheduler:
         self._view.table.join(self.node, incarnation, resources)
         counter = self._first_worker_counter
         self._next_counter = incarnation * WORKER_COUNTER_STRIDE if counter is None else counter
-        self._set_life(SchedulerState.ALIVE)
+        self._set_life(_ALIVE)
         self._log(self.node, sid, f"joined (incarnation {incarnation}, {as_floats(resources)})")
 
     def _die(self, sid: str, why: str) -> None:
         """This node is gone: forget every attempt and worker (the task manager retries)."""
         for rec in list(self._tasks.values()):
-            self._set(rec, S.LOST, sid, f"node died: {why}")
+            self._set(rec, _LOST, sid, "node died: %s", why)
         self._tasks.clear()
         self._attempts.clear()
         self._infeasible.clear()
@@ -730,34 +788,32 @@ class Scheduler:
         self._starting = 0
         self._ledger = NodeResources.of(self._ledger.total)
         self._view.reset_local(self._ledger)
-        self._set_life(SchedulerState.DEAD)
-        self._log(self.node, sid, f"scheduler finished: {why}")
+        self._set_life(_DEAD)
+        self._log(self.node, sid, "scheduler finished: %s", why)
 
     # -- placement ----------------------------------------------------------------------------
 
     def _place(self, rec: _Attempt, sid: str, out: list[C.Command]) -> None:
         """Ask the policy about a NEW or INFEASIBLE attempt and carry out the answer."""
         spec = rec.spec
-        decision = self.policy.place(
-            PlacementRequest(spec, rec.hops, rec.arg_bytes, False), self._view
-        )
+        decision = self.policy.place(PlacementRequest(spec, rec.hops, rec.arg_bytes, False), self._view)
         kind = decision.kind
-        if kind is PlacementKind.FORWARD and decision.node == self.node:
-            kind = PlacementKind.LOCAL
-        if kind is PlacementKind.LOCAL:
+        if kind is _FORWARD and decision.node == self.node:
+            kind = _LOCAL
+        if kind is _LOCAL:
             add(self._demand, spec.placement)
             if spec.args:
-                self._set(rec, S.FETCHING, sid, "placed here; fetching arguments")
+                self._set(rec, _FETCHING, sid, "placed here; fetching arguments")
                 self._fetch(rec, sid, out)
             else:
-                self._set(rec, S.QUEUED, sid, "placed here")
+                self._set(rec, _QUEUED, sid, "placed here")
                 self._enqueue(rec)
-        elif kind is PlacementKind.FORWARD:
+        elif kind is _FORWARD:
             self._forward(rec, decision.node, decision.reason, sid, out)
-        elif kind is PlacementKind.INFEASIBLE:
-            if rec.state is not S.INFEASIBLE:
-                self._set(rec, S.INFEASIBLE, sid, "infeasible: waiting for a node that fits")
-                self._infeasible[(spec.task_id, rec.attempt)] = None
+        elif kind is _INFEASIBLE_PLACEMENT:
+            if rec.state is not _INFEASIBLE:
+                self._set(rec, _INFEASIBLE, sid, "infeasible: waiting for a node that fits")
+                self._infeasible[rec.key] = None
             if not rec.warned:
                 rec.warned = True
                 self.stats["infeasible_warned"] += 1
@@ -772,9 +828,9 @@ class Scheduler:
                         subject=spec.task_id,
                     )
                 )
-        elif kind is PlacementKind.UNSCHEDULABLE:
+        elif kind is _UNSCHEDULABLE_PLACEMENT:
             assert decision.failure is not None, decision
-            self._set(rec, S.UNSCHEDULABLE, sid, f"unschedulable: {decision.failure.message}")
+            self._set(rec, _UNSCHEDULABLE, sid, "unschedulable: %s", decision.failure.message)
             self._retire(rec, sid, out)
             out.append(
                 C.ReportUnschedulable(
@@ -787,11 +843,9 @@ class Scheduler:
     def _fetch(self, rec: _Attempt, sid: str, out: list[C.Command]) -> None:
         rec.fetch_sent = True
         spec = rec.spec
-        out.append(
-            C.FetchArguments(
-                stimulus_id=sid, task=spec.task_id, attempt=rec.attempt, node=self.node, objects=spec.args
-            )
-        )
+        fetch = _new(C.FetchArguments)
+        _init_fetch(fetch, stimulus_id=sid, task=spec.task_id, attempt=rec.attempt, node=self.node, objects=spec.args)
+        out.append(fetch)
 
     def _forward(
         self, rec: _Attempt, to_node: NodeID | None, reason: str, sid: str, out: list[C.Command]
@@ -799,26 +853,27 @@ class Scheduler:
         assert to_node is not None and to_node in self._view.table.nodes, (to_node, reason)
         spec = rec.spec
         self._view.table.reserve(to_node, spec.placement)
-        self._set(rec, S.FORWARDED, sid, f"forwarded to {to_node} ({reason})")
+        self._set(rec, _FORWARDED, sid, "forwarded to %s (%s)", to_node, reason)
         self._retire(rec, sid, out)
         self.stats["forwarded"] += 1
-        out.append(
-            C.ForwardTask(
-                stimulus_id=sid,
-                spec=spec,
-                attempt=rec.attempt,
-                from_node=self.node,
-                to_node=to_node,
-                hops=rec.hops + 1,
-            )
+        forward = _new(C.ForwardTask)
+        _init_forward(
+            forward,
+            stimulus_id=sid,
+            spec=spec,
+            attempt=rec.attempt,
+            from_node=self.node,
+            to_node=to_node,
+            hops=rec.hops + 1,
         )
+        out.append(forward)
 
     def _replace_infeasible(self, sid: str, out: list[C.Command]) -> None:
         for key in list(self._infeasible):
             rec = self._tasks[key]
             del self._infeasible[key]
             self._place(rec, sid, out)
-            if rec.state is S.INFEASIBLE:
+            if rec.state is _INFEASIBLE:
                 self._infeasible[key] = None
 
     def _spill(self, sid: str, out: list[C.Command]) -> None:
@@ -832,10 +887,11 @@ class Scheduler:
             moved: list[Key] = []
             for key in reversed(queue):  # lazily: most often the newest attempt stays
                 rec = self._tasks[key]
-                decision = self.policy.place(
-                    PlacementRequest(rec.spec, rec.hops, rec.arg_bytes, True), self._view
-                )
-                if decision.kind is not PlacementKind.FORWARD or decision.node == self.node:
+                request = rec.spill_request
+                if request is None:
+                    request = rec.spill_request = PlacementRequest(rec.spec, rec.hops, rec.arg_bytes, True)
+                decision = self.policy.place(request, self._view)
+                if decision.kind is not _FORWARD or decision.node == self.node:
                     break
                 moved.append(key)
                 _subtract(self._demand, rec.spec.placement)
@@ -852,23 +908,23 @@ class Scheduler:
         queue = self._queues.get(rec.cls)
         if queue is None:
             queue = self._queues[rec.cls] = OrderedDict()
-        queue[(rec.spec.task_id, rec.attempt)] = None
+        queue[rec.key] = None
 
     def _unqueue(self, rec: _Attempt) -> None:
         """Take a pending (not running) attempt out of whatever holds it."""
-        key = (rec.spec.task_id, rec.attempt)
+        key = rec.key
         state = rec.state
-        if state is S.INFEASIBLE:
+        if state is _INFEASIBLE:
             del self._infeasible[key]
-        elif state is S.FETCHING:
+        elif state is _FETCHING:
             _subtract(self._demand, rec.spec.placement)
-        elif state is S.QUEUED:
+        elif state is _QUEUED:
             queue = self._queues[rec.cls]
             del queue[key]
             if not queue:
                 del self._queues[rec.cls]
             _subtract(self._demand, rec.spec.placement)
-        elif state is S.WAITING_FOR_WORKER:
+        elif state is _WAITING_FOR_WORKER:
             del self._waiting_worker[key]
             assert rec.allocation is not None
             self._ledger.release(rec.allocation)
@@ -878,113 +934,128 @@ class Scheduler:
 
     def _dispatch(self, sid: str, out: list[C.Command]) -> None:
         """Allocate to queued attempts that fit, hand out idle workers, start missing ones."""
-        if self._queues:
+        queues = self._queues
+        waiting = self._waiting_worker
+        tasks = self._tasks
+        if queues:
             ledger = self._ledger
-            classes = list(self._queues.items())
+            classes = list(queues.items())
             if len(classes) > 1:
-                classes.sort(key=lambda item: self._tasks[next(iter(item[1]))].seq)
+                classes.sort(key=lambda item: tasks[next(iter(item[1]))].seq)
             for cls, queue in classes:
                 while queue:
                     key = next(iter(queue))
-                    rec = self._tasks[key]
+                    rec = tasks[key]
                     spec = rec.spec
-                    if not ledger.can_allocate(spec.placement):
-                        break
-                    if spec.placement_resources is not None and not ledger.can_allocate(spec.resources):
+                    resources = spec.resources
+                    placement = spec.placement_resources
+                    if placement is None:
+                        if not ledger.can_allocate(resources):
+                            break
+                        placement = resources
+                    elif not ledger.can_allocate(placement) or not ledger.can_allocate(resources):
                         break
                     del queue[key]
-                    _subtract(self._demand, spec.placement)
-                    rec.allocation = ledger.allocate(spec.resources)
-                    self._set(rec, S.WAITING_FOR_WORKER, sid, "resources allocated")
-                    self._waiting_worker[key] = None
+                    _subtract(self._demand, placement)
+                    rec.allocation = ledger.allocate(resources)
+                    self._set(rec, _WAITING_FOR_WORKER, sid, "resources allocated")
+                    waiting[key] = None
                 if not queue:
-                    del self._queues[cls]
-        while self._waiting_worker and self._idle:
-            key = next(iter(self._waiting_worker))
-            del self._waiting_worker[key]
-            _, wid = self._idle.pop(0)
-            self._start(self._tasks[key], self._workers[wid], sid, out)
-        missing = len(self._waiting_worker) - self._starting
+                    del queues[cls]
+        if not waiting:
+            return
+        idle = self._idle
+        while waiting and idle:
+            key = next(iter(waiting))
+            del waiting[key]
+            _, wid = idle.pop(0)
+            self._start(tasks[key], self._workers[wid], sid, out)
+        missing = len(waiting) - self._starting
         for _ in range(missing):
             counter = self._next_counter
             self._next_counter += 1
             wid = worker_id(self.node, counter)
-            self._workers[wid] = _Worker(wid, counter, W.STARTING)
+            self._workers[wid] = _Worker(wid, counter, _W_STARTING)
             self._starting += 1
             self._log(wid, sid, "starting")
             out.append(C.StartWorker(stimulus_id=sid, node=self.node, worker=wid))
 
     def _start(self, rec: _Attempt, worker: _Worker, sid: str, out: list[C.Command]) -> None:
         assert rec.allocation is not None
-        key = (rec.spec.task_id, rec.attempt)
-        worker.task = key
-        rec.worker = worker.worker
-        self._set_worker(worker, W.LEASED, sid, f"runs {rec.spec.task_id} attempt {rec.attempt}")
-        self._set(rec, S.RUNNING, sid, f"started on {worker.worker}")
+        wid = worker.worker
+        worker.task = rec.key
+        rec.worker = wid
+        self._set_worker(worker, _W_LEASED, sid, "runs %s attempt %s", rec.spec.task_id, rec.attempt)
+        self._set(rec, _RUNNING, sid, "started on %s", wid)
         self._running += 1
-        out.append(
-            C.StartTask(
-                stimulus_id=sid,
-                spec=rec.spec,
-                attempt=rec.attempt,
-                node=self.node,
-                worker=worker.worker,
-                gpu_ids=rec.allocation.gpu_ids,
-            )
+        start = _new(C.StartTask)
+        _init_start(
+            start,
+            stimulus_id=sid,
+            spec=rec.spec,
+            attempt=rec.attempt,
+            node=self.node,
+            worker=wid,
+            gpu_ids=rec.allocation.gpu_ids,
         )
+        out.append(start)
 
     def _make_idle(self, worker: _Worker, sid: str) -> None:
-        self._set_worker(worker, W.IDLE, sid, "idle")
+        self._set_worker(worker, _W_IDLE, sid, "idle")
         bisect.insort(self._idle, (worker.counter, worker.worker))
 
     # -- helpers ------------------------------------------------------------------------------------
 
     def _allocation_of(self, worker: _Worker) -> Allocation | None:
-        if worker.state is W.LEASED:
+        if worker.state is _W_LEASED:
             assert worker.task is not None
             return self._tasks[worker.task].allocation
-        if worker.state is W.ACTOR:
+        if worker.state is _W_ACTOR:
             return worker.actor_allocation
         return None
 
     def _is_actor_worker(self, wid: WorkerID) -> bool:
         worker = self._workers.get(wid)
-        return worker is not None and worker.state is W.ACTOR
+        return worker is not None and worker.state is _W_ACTOR
 
     def _retire(self, rec: _Attempt, sid: str, out: list[C.Command]) -> None:
         """Forget an attempt that reached a terminal state here; let its fetch go."""
         task = rec.spec.task_id
-        key = (task, rec.attempt)
+        key = rec.key
         if rec.fetch_sent:
             rec.fetch_sent = False
-            out.append(C.ReleaseArguments(stimulus_id=sid, task=task, attempt=rec.attempt, node=self.node))
+            release = _new(C.ReleaseArguments)
+            _init_release(release, stimulus_id=sid, task=task, attempt=rec.attempt, node=self.node)
+            out.append(release)
         del self._tasks[key]
         live = self._attempts[task]
         live.remove(rec.attempt)
         if not live:
             del self._attempts[task]
         done = self._done
-        done[key] = (rec.state, rec.hops)
+        done[key] = (rec.state._value_, rec.hops)
         if len(done) > self._done_max:
             done.popitem(last=False)
 
-    def _set(self, rec: _Attempt, new: TaskState, sid: str, text: str) -> None:
+    def _set(self, rec: _Attempt, new: TaskState, sid: str, template: str, *args: Any) -> None:
+        """Move an attempt; its story line is ``template % args`` (formatted when read)."""
         if (rec.state._value_, new._value_) not in _LEGAL:
             raise InvalidTransition(
-                f"attempt {rec.spec.task_id}#{rec.attempt}: {rec.state.name} -> {new.name} ({text})",
+                f"attempt {rec.spec.task_id}#{rec.attempt}: {rec.state.name} -> {new.name} "
+                f"({_text(template, args)})",
                 self.story(rec.spec.task_id),
             )
         rec.state = new
-        self._story.append((rec.spec.task_id, sid, f"#{rec.attempt} {new._name_}: {text}"))
+        self._story.append((rec.spec.task_id, sid, template, args, new._name_, rec.attempt))
 
-    def _set_worker(self, worker: _Worker, new: WorkerState, sid: str, text: str) -> None:
+    def _set_worker(self, worker: _Worker, new: WorkerState, sid: str, template: str, *args: Any) -> None:
         if (worker.state._value_, new._value_) not in _WORKER_LEGAL:
             raise InvalidTransition(
-                f"worker {worker.worker}: {worker.state.name} -> {new.name} ({text})",
+                f"worker {worker.worker}: {worker.state.name} -> {new.name} ({_text(template, args)})",
                 self.story(worker.worker),
             )
         worker.state = new
-        self._story.append((worker.worker, sid, f"{new._name_}: {text}"))
+        self._story.append((worker.worker, sid, template, args, new._name_))
 
     def _set_life(self, new: SchedulerState) -> None:
         if (self.state, new) not in SCHEDULER_TRANSITIONS:
@@ -993,8 +1064,9 @@ class Scheduler:
             )
         self.state = new
 
-    def _log(self, key: str, sid: str, text: str) -> None:
-        self._story.append((key, sid, text))
+    def _log(self, key: str, sid: str, template: str, *args: Any) -> None:
+        """A story line ``template % args`` (formatted when read; no ``args``: as is)."""
+        self._story.append((key, sid, template, args))
 
     # -- invariants --------------------------------------------------------------------------------
 
@@ -1004,7 +1076,7 @@ class Scheduler:
         self._check_tasks()
         self._check_workers()
         self._check_view()
-        if self.state is not SchedulerState.ALIVE:
+        if self.state is not _ALIVE:
             assert not self._tasks and not self._workers, f"{self.state}: holds attempts or workers"
             assert self._ledger.available == self._ledger.total, "dead scheduler holds resources"
 
@@ -1059,32 +1131,32 @@ class Scheduler:
             assert state in LIVE_STATES, f"{key}: terminal state {state} still held"
             assert key not in self._done, f"{key}: both live and done"
             attempts.setdefault(key[0], []).append(key[1])
-            assert (key in self._infeasible) == (state is S.INFEASIBLE), f"{key}: infeasible index"
+            assert (key in self._infeasible) == (state is _INFEASIBLE), f"{key}: infeasible index"
             queue = self._queues.get(rec.cls)
-            assert (queue is not None and key in queue) == (state is S.QUEUED), f"{key}: queue index"
-            assert (key in self._waiting_worker) == (state is S.WAITING_FOR_WORKER), f"{key}: waiting index"
-            holds = state in (S.WAITING_FOR_WORKER, S.RUNNING)
+            assert (queue is not None and key in queue) == (state is _QUEUED), f"{key}: queue index"
+            assert (key in self._waiting_worker) == (state is _WAITING_FOR_WORKER), f"{key}: waiting index"
+            holds = state in (_WAITING_FOR_WORKER, _RUNNING)
             assert (rec.allocation is not None) == holds, f"{key} in {state}: allocation {rec.allocation}"
-            if state in (S.FETCHING, S.QUEUED):
+            if state in (_FETCHING, _QUEUED):
                 add(demand, rec.spec.placement)
-            if state is S.RUNNING:
+            if state is _RUNNING:
                 assert rec.worker is not None, f"{key}: running without a worker"
                 worker = self._workers.get(rec.worker)
-                assert worker is not None and worker.state is W.LEASED and worker.task == key, (
+                assert worker is not None and worker.state is _W_LEASED and worker.task == key, (
                     f"{key}: worker {rec.worker} does not run it"
                 )
             else:
                 assert rec.worker is None, f"{key} in {state} has worker {rec.worker}"
-            if state is S.INFEASIBLE:
+            if state is _INFEASIBLE:
                 assert not rec.fetch_sent, f"{key}: infeasible yet fetching"
             else:
                 assert rec.fetch_sent == bool(rec.spec.args), (
                     f"{key} in {state}: fetch sent {rec.fetch_sent} for {len(rec.spec.args)} args"
                 )
-        assert by_state[S.RUNNING] == self._running, f"running {by_state[S.RUNNING]} != {self._running}"
-        assert len(self._infeasible) == by_state[S.INFEASIBLE], "infeasible index size"
-        assert len(self._waiting_worker) == by_state[S.WAITING_FOR_WORKER], "waiting index size"
-        assert sum(len(q) for q in self._queues.values()) == by_state[S.QUEUED], "queue index size"
+        assert by_state[_RUNNING] == self._running, f"running {by_state[_RUNNING]} != {self._running}"
+        assert len(self._infeasible) == by_state[_INFEASIBLE], "infeasible index size"
+        assert len(self._waiting_worker) == by_state[_WAITING_FOR_WORKER], "waiting index size"
+        assert sum(len(q) for q in self._queues.values()) == by_state[_QUEUED], "queue index size"
         assert all(self._queues.values()), "an empty class queue was kept"
         for cls, queue in self._queues.items():
             for key in queue:
@@ -1114,20 +1186,20 @@ class Scheduler:
             assert wid == worker.worker and wid == worker_id(self.node, worker.counter), wid
             assert node_of_worker(wid) == self.node, wid
             state = worker.state
-            assert state is not W.DEAD, f"{wid}: dead worker kept"
-            if state is W.IDLE:
+            assert state is not _W_DEAD, f"{wid}: dead worker kept"
+            if state is _W_IDLE:
                 idle.append((worker.counter, wid))
-            if state is W.STARTING:
+            if state is _W_STARTING:
                 starting += 1
-            assert (worker.task is not None) == (state is W.LEASED), f"{wid} in {state}: task {worker.task}"
-            if state is W.LEASED:
+            assert (worker.task is not None) == (state is _W_LEASED), f"{wid} in {state}: task {worker.task}"
+            if state is _W_LEASED:
                 assert worker.task is not None and worker.task in self._tasks, f"{wid}: task gone"
                 assert self._tasks[worker.task].worker == wid, f"{wid}: task runs elsewhere"
-            assert (worker.actor_allocation is not None) == (state is W.ACTOR), (
+            assert (worker.actor_allocation is not None) == (state is _W_ACTOR), (
                 f"{wid} in {state}: actor allocation {worker.actor_allocation}"
             )
             if worker.blocked:
-                assert state in (W.LEASED, W.ACTOR), f"{wid}: blocked in {state}"
+                assert state in (_W_LEASED, _W_ACTOR), f"{wid}: blocked in {state}"
             assert worker.lent_cpu >= 0 and (worker.blocked or worker.lent_cpu == 0), (
                 f"{wid}: lent {worker.lent_cpu} while blocked={worker.blocked}"
             )
@@ -1140,10 +1212,26 @@ class Scheduler:
         assert view._ledger is self._ledger, "the local view is not the ledger"
         if self._private_table:
             view.table.check()
-        if self.state is SchedulerState.ALIVE:
+        if self.state is _ALIVE:
             assert view.table.incarnation_of(self.node) == self.incarnation, (
                 f"{self.node}: the table does not have this incarnation"
             )
+
+
+def _text(template: str, args: tuple[Any, ...]) -> str:
+    """``template % args``, or ``template`` as is without ``args``."""
+    return template % args if args else template
+
+
+def _story_line(entry: tuple[Any, ...]) -> str:
+    """The text of a story entry: ``sid: text``, ``sid: STATE: text`` for a worker's move,
+    ``sid: #attempt STATE: text`` for an attempt's move."""
+    text = _text(entry[2], entry[3])
+    if len(entry) == 4:
+        return f"{entry[1]}: {text}"
+    if len(entry) == 5:
+        return f"{entry[1]}: {entry[4]}: {text}"
+    return f"{entry[1]}: #{entry[5]} {entry[4]}: {text}"
 
 
 def _subtract(into: Units, amounts: Mapping[str, int]) -> None:
@@ -1157,3 +1245,10 @@ def _subtract(into: Units, amounts: Mapping[str, int]) -> None:
 
 def _nonzero(units: Mapping[str, int]) -> dict[str, int]:
     return {name: amount for name, amount in sorted(units.items()) if amount}
+
+
+def _shape(units: Mapping[str, int]) -> tuple[tuple[str, int], ...]:
+    """A resource map as a sorted tuple (part of a scheduling class key)."""
+    if len(units) < 2:
+        return tuple(units.items())
+    return tuple(sorted(units.items()))

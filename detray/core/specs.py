@@ -4,13 +4,23 @@ Owns: ``TaskSpec``, ``ActorSpec`` and the scheduling strategies. A spec holds
 ids, resource requests, retry budgets and placement hints; the pickled
 function and arguments stay with the driver (keyed by task id), so the core
 never touches user bytes.
+
+Pickling (speed only): the real runtime sends every ``TaskSpec`` from the
+driver to the raylet and on to a worker. A frozen, slotted dataclass pickles
+through ``dataclasses``' own ``__getstate__``/``__setstate__``, which call
+``dataclasses.fields`` each time; ``_picklable`` gives the specs versions that
+read and set the fields by precomputed names, and ``DEFAULT_STRATEGY``
+travels as a reference to the module's instance.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import Any, TypeVar, cast
 
 from detray.core.ids import ActorID, JobID, NodeID, ObjectID, TaskID, WorkerID
 
@@ -20,6 +30,37 @@ DEFAULT_MAX_RESTARTS = 0
 DEFAULT_MAX_TASK_RETRIES = 0
 INFINITE = -1
 """``max_retries=-1`` / ``max_restarts=-1``: retry without bound, as Ray."""
+
+
+_Record = TypeVar("_Record")
+
+
+def _picklable(cls: type[_Record]) -> type[_Record]:
+    """Give a frozen, slotted dataclass a ``__getstate__``/``__setstate__`` pair that read
+    and set its fields by names computed once (the state is the tuple of field values,
+    in declaration order), instead of calling ``dataclasses.fields`` on every pickle."""
+    names = tuple(f.name for f in dataclasses.fields(cast(Any, cls)))
+    getter = attrgetter(*names)
+    set_field = object.__setattr__
+
+    if len(names) == 1:
+
+        def __getstate__(self: Any) -> tuple[Any, ...]:
+            return (getter(self),)
+
+    else:
+
+        def __getstate__(self: Any) -> tuple[Any, ...]:
+            state: tuple[Any, ...] = getter(self)  # attrgetter of several names: a tuple
+            return state
+
+    def __setstate__(self: Any, state: tuple[Any, ...]) -> None:
+        for name, value in zip(names, state, strict=True):
+            set_field(self, name, value)  # frozen: as the dataclass ``__init__`` sets them
+
+    setattr(cls, "__getstate__", __getstate__)
+    setattr(cls, "__setstate__", __setstate__)
+    return cls
 
 
 class TaskKind(enum.Enum):
@@ -34,7 +75,13 @@ class DefaultStrategy:
 
     name: str = "DEFAULT"
 
+    def __reduce__(self) -> str | tuple[type[DefaultStrategy], tuple[str]]:
+        if self is DEFAULT_STRATEGY:
+            return "DEFAULT_STRATEGY"  # unpickles as that module attribute, not a copy
+        return DefaultStrategy, (self.name,)
 
+
+@_picklable
 @dataclass(frozen=True, slots=True)
 class SpreadStrategy:
     """Spread tasks across nodes round-robin among those that can take them."""
@@ -42,6 +89,7 @@ class SpreadStrategy:
     name: str = "SPREAD"
 
 
+@_picklable
 @dataclass(frozen=True, slots=True)
 class NodeAffinityStrategy:
     """Run on ``node``; if ``soft``, fall back to the default policy when it cannot."""
@@ -55,6 +103,7 @@ SchedulingStrategy = DefaultStrategy | SpreadStrategy | NodeAffinityStrategy
 DEFAULT_STRATEGY = DefaultStrategy()
 
 
+@_picklable
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TaskSpec:
     """Everything the core needs to decide about one task (not its payload).
@@ -91,6 +140,7 @@ class TaskSpec:
         return self.resources if self.placement_resources is None else self.placement_resources
 
 
+@_picklable
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ActorSpec:
     """An actor: its creation task plus its lifecycle options."""

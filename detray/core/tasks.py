@@ -104,6 +104,16 @@ from detray.core.ids import (
 )
 from detray.core.specs import INFINITE, ActorSpec, TaskKind, TaskSpec
 
+
+_new = object.__new__
+"""Records built on the hot path are made as ``record = _new(Cls)`` then
+``Cls.__init__(record, **fields)``: the same object as ``Cls(**fields)``, but calling a
+class with keywords packs them into a dict first, which costs a third more."""
+
+_init_request = cmd.RequestObjects.__init__
+_init_schedule = cmd.ScheduleTask.__init__
+_init_free = cmd.FreeObject.__init__
+
 WAITER_PREFIX = "task:"
 """Waiter names of the task manager's ``RequestObjects``: ``f"task:{task_id}"``."""
 
@@ -135,10 +145,13 @@ _CANCELLED = TaskState.CANCELLED
 
 _NORMAL = TaskKind.NORMAL
 _ACTOR_TASK = TaskKind.ACTOR_TASK
+_ACTOR_CREATION = TaskKind.ACTOR_CREATION
 # (module constants: reading an Enum member off its class costs a descriptor call in 3.11)
 
 ACTIVE_STATES = frozenset({_W, _S, _R})
 """An attempt (or its argument resolution) is in flight."""
+_ACTIVE = (_W, _S, _R)
+"""``ACTIVE_STATES`` for the hot path: a tuple compares members by identity in C."""
 FINAL_STATES = frozenset({_FAILED, _CANCELLED})
 """No way out: the record is released at once (no lineage)."""
 
@@ -157,6 +170,10 @@ TRANSITIONS: dict[tuple[TaskState, TaskState], str] = {
     (_R, _CANCELLED): "interrupted after CancelRequested, or the owner died",
     (_FINISHED, _W): "an output was lost (ObjectLost): reconstruction attempt",
 }
+
+_LEGAL = frozenset((old.value, new.value) for old, new in TRANSITIONS)
+"""``TRANSITIONS`` by state value: pairs of strings hash in C (an Enum member's hash is
+Python code)."""
 
 OWN_FAILURE_KINDS = frozenset(
     {
@@ -299,10 +316,12 @@ class TaskManager:
         # OrderedDicts, since a plain dict's next(iter()) walks every entry deleted
         # from its front (quadratic at scale).
         self._outcomes: collections.OrderedDict[TaskID, Outcome] = collections.OrderedDict()
-        self._story: collections.deque[tuple[str, str, str, TaskState | None, TaskState | None]] = (
+        self._story: collections.deque[tuple[str, str, str, tuple[object, ...], str | None, str | None]] = (
             collections.deque(maxlen=story_lines_max)
         )
-        """(key, stimulus_id, text, from_state, to_state): formatted only when read."""
+        """(key, stimulus_id, template, args, from_state, to_state): the text is
+        ``template % args`` (``template`` as is without args), formatted only when read; the
+        states by name (strings: the garbage collector stops tracking old entries)."""
         self._handlers: dict[type[ev.Event], _Handler] = {
             ev.TaskSubmitted: self._on_task_submitted,
             ev.ArgumentsReady: self._on_arguments_ready,
@@ -356,6 +375,15 @@ class TaskManager:
         outcome = self._outcomes.get(task)
         return None if outcome is None else outcome.attempt
 
+    def settled_with(self, task: TaskID, attempt: int) -> TaskState | None:
+        """The task's state when ``attempt`` is its latest attempt, else None (one lookup
+        for the router's "was this result the one accepted?")."""
+        rec = self._tasks.get(task)
+        if rec is not None:
+            return rec.state if rec.attempt == attempt else None
+        outcome = self._outcomes.get(task)
+        return outcome.state if outcome is not None and outcome.attempt == attempt else None
+
     def failure(self, task: TaskID) -> Failure | None:
         """Why a ``FAILED``/``CANCELLED`` task ended (None otherwise)."""
         outcome = self._outcomes.get(task)
@@ -364,7 +392,7 @@ class TaskManager:
     def pending_reason(self, task: TaskID) -> str | None:
         """Why a task in flight is not done yet; None when it is not in flight."""
         rec = self._tasks.get(task)
-        if rec is None or rec.state not in ACTIVE_STATES:
+        if rec is None or rec.state not in _ACTIVE:
             return None
         rebuild = " (reconstruction)" if rec.reconstructing else ""
         if rec.state is _W:
@@ -409,7 +437,7 @@ class TaskManager:
         creation task id.
         """
         found: list[tuple[TaskID, TaskState, NodeID | None]] = [
-            (tid, rec.state, rec.node) for tid, rec in self._tasks.items() if rec.state in ACTIVE_STATES
+            (tid, rec.state, rec.node) for tid, rec in self._tasks.items() if rec.state in _ACTIVE
         ]
         for a in self._actors.values():
             if a.state is _W:
@@ -437,7 +465,7 @@ class TaskManager:
         if is_put(obj):
             return False
         creator = self._tasks.get(creating_task(obj))
-        return creator is not None and creator.state in ACTIVE_STATES and obj in creator.spec.return_ids
+        return creator is not None and creator.state in _ACTIVE and obj in creator.spec.return_ids
 
     def owner_dead(self, obj: ObjectID) -> bool:
         """True when ``obj``'s owner is known to have died (its failure marker stays)."""
@@ -448,8 +476,10 @@ class TaskManager:
     def story(self, key: str) -> list[str]:
         """Recent history lines of a task, object, actor, owner or node id."""
         return [
-            f"{sid}: {text}" if old is None or new is None else f"{sid}: {old.name} -> {new.name}: {text}"
-            for k, sid, text, old, new in self._story
+            f"{sid}: {_text(template, args)}"
+            if old is None or new is None
+            else f"{sid}: {old} -> {new}: {_text(template, args)}"
+            for k, sid, template, args, old, new in self._story
             if k == key
         ]
 
@@ -462,24 +492,32 @@ class TaskManager:
         if tid in self._tasks or tid in self._outcomes:
             self._drop(tid, sid, "duplicate_task_submitted", "duplicate TaskSubmitted dropped")
             return
-        if spec.kind is TaskKind.ACTOR_CREATION:
+        kind = spec.kind
+        if kind is _ACTOR_CREATION:
             self._drop(tid, sid, "creation_task_submitted", "actor creation arrives as ActorCreated; dropped")
             return
-        if spec.owner in self._dead_owners:
-            self._drop(tid, sid, "task_of_dead_owner", f"submitted by dead owner {spec.owner}; dropped")
+        owner = spec.owner
+        if owner in self._dead_owners:
+            self._drop(tid, sid, "task_of_dead_owner", "submitted by dead owner %s; dropped", owner)
             return
-        rec = _Task(spec, tuple(dict.fromkeys(spec.args)), e.node)
+        args = spec.args
+        if args:
+            args = tuple(dict.fromkeys(args))
+        rec = _Task(spec, args, e.node)
         self._tasks[tid] = rec
-        self._owner_record(spec.owner).tasks[tid] = None
+        own = self._owners.get(owner)
+        if own is None:
+            own = self._owner_record(owner)
+        own.tasks[tid] = None
         objects = self._objects
         for obj in spec.return_ids:
             if obj in objects:  # the API counted a handle before submitting
                 rec.scope += 1
-        if rec.args:
-            self._hold(rec.args)
-            self._pin(rec.args)
-        self._story.append((tid, sid, f"submitted from {e.node} with {len(rec.args)} args", None, None))
-        if spec.kind is _ACTOR_TASK and spec.actor_id is not None and self._ordered_calls(spec.actor_id):
+        if args:
+            self._hold(args)
+            self._pin(args)
+        self._story.append((tid, sid, "submitted from %s with %s args", (e.node, len(args)), None, None))
+        if kind is _ACTOR_TASK and spec.actor_id is not None and self._ordered_calls(spec.actor_id):
             key = (spec.owner, spec.actor_id)
             queue = self._call_queues.get(key)
             if queue is None:
@@ -491,11 +529,9 @@ class TaskManager:
     def _await_args(self, rec: _Task, sid: str, out: list[cmd.Command]) -> None:
         rec.args_ready = False
         if rec.args:
-            out.append(
-                cmd.RequestObjects(
-                    stimulus_id=sid, waiter=WAITER_PREFIX + rec.key, node=rec.submit_node, objects=rec.args
-                )
-            )
+            request = _new(cmd.RequestObjects)
+            _init_request(request, stimulus_id=sid, waiter=WAITER_PREFIX + rec.key, node=rec.submit_node, objects=rec.args)
+            out.append(request)
         else:
             self._args_resolved(rec, sid, out)
 
@@ -531,7 +567,7 @@ class TaskManager:
         self._args_resolved(rec, sid, out)
 
     def _schedule(self, rec: _Task, sid: str, out: list[cmd.Command]) -> None:
-        self._move(rec, _S, sid, f"attempt {rec.attempt} submitted")
+        self._move(rec, _S, sid, "attempt %s submitted", rec.attempt)
         self._submit_attempt(rec, sid, out)
 
     def _submit_attempt(self, rec: _Task, sid: str, out: list[cmd.Command]) -> None:
@@ -540,7 +576,9 @@ class TaskManager:
             return
         rec.hops = -1
         self._place(rec, rec.submit_node, None)
-        out.append(cmd.ScheduleTask(stimulus_id=sid, spec=rec.spec, attempt=rec.attempt, node=rec.submit_node))
+        schedule = _new(cmd.ScheduleTask)
+        _init_schedule(schedule, stimulus_id=sid, spec=rec.spec, attempt=rec.attempt, node=rec.submit_node)
+        out.append(schedule)
 
     def _ordered_calls(self, actor: ActorID) -> bool:
         """Ray submits calls to a synchronous single-threaded actor in caller order."""
@@ -579,11 +617,11 @@ class TaskManager:
     def _current(self, task: TaskID, attempt: int, sid: str, stale_key: str, what: str) -> _Task | None:
         """The record if ``attempt`` is the task's attempt in flight; else count it stale."""
         rec = self._tasks.get(task)
-        if rec is None or rec.attempt != attempt or rec.state not in (_S, _R):
+        if rec is None or rec.attempt != attempt or (rec.state is not _S and rec.state is not _R):
             if rec is None and task in self._actor_by_creation:
                 self.stats["ignored_creation_attempt"] += 1  # the actor manager's business
                 return None
-            self._drop(task, sid, stale_key, f"{what} of attempt {attempt} dropped (stale)")
+            self._drop(task, sid, stale_key, "%s of attempt %s dropped (stale)", what, attempt)
             return None
         return rec
 
@@ -593,20 +631,26 @@ class TaskManager:
         if rec is None:
             return
         if rec.state is not _S or rec.spec.kind is not _NORMAL or e.hops <= rec.hops:
-            self._drop(rec.key, sid, "stale_task_arrived", f"TaskArrived (hops {e.hops}) in {rec.state.name} dropped")
+            self._drop(rec.key, sid, "stale_task_arrived", "TaskArrived (hops %s) in %s dropped", e.hops, rec.state.name)
             return
         rec.hops = e.hops
-        if self._node_is_dead(e.node):
+        if self._dead_incarnation and self._node_is_dead(e.node):
             self.stats["task_arrived_at_dead_node"] += 1
             self._attempt_lost(rec, ErrorKind.NODE_DIED, sid, out, f"it was queued at {e.node}, which died", e.node)
             return
         if rec.node != e.node:
             self._place(rec, e.node, None)
-            self._log(rec.key, sid, f"attempt {rec.attempt} moved to {e.node}")
+            self._log(rec.key, sid, "attempt %s moved to %s", rec.attempt, e.node)
 
     def _on_task_started(self, e: ev.TaskStarted, out: list[cmd.Command]) -> None:
         sid = e.stimulus_id
         rec = self._tasks.get(e.task)
+        if rec is not None and rec.attempt == e.attempt and rec.state is _S:
+            # The common case, decided as below without a second lookup.
+            if not (self._dead_incarnation and self._node_is_dead(e.node)):
+                self._place(rec, e.node, e.worker)
+                self._move(rec, _R, sid, "attempt %s running on %s", rec.attempt, e.worker)
+                return
         if rec is None:
             outcome = self._outcomes.get(e.task)
             if outcome is not None and outcome.state is _CANCELLED and outcome.attempt == e.attempt:
@@ -631,14 +675,14 @@ class TaskManager:
                 self._attempt_lost(rec, ErrorKind.NODE_DIED, sid, out, f"it started on {e.node}, which died", e.node)
             return
         self._place(rec, e.node, e.worker)
-        self._move(rec, _R, sid, f"attempt {rec.attempt} running on {e.worker}")
+        self._move(rec, _R, sid, "attempt %s running on %s", rec.attempt, e.worker)
 
     def _result_matches(self, rec: _Task, node: NodeID, worker: WorkerID, sid: str, what: str) -> bool:
         if rec.state is _R and worker != rec.worker:
-            self._drop(rec.key, sid, "stale_" + what, f"{what} from {worker}, not {rec.worker}: dropped")
+            self._drop(rec.key, sid, "stale_" + what, "%s from %s, not %s: dropped", what, worker, rec.worker)
             return False
-        if self._node_is_dead(node):
-            self._drop(rec.key, sid, what + "_on_dead_node", f"{what} from dead {node} dropped")
+        if self._dead_incarnation and self._node_is_dead(node):
+            self._drop(rec.key, sid, what + "_on_dead_node", "%s from dead %s dropped", what, node)
             return False
         return True
 
@@ -654,15 +698,21 @@ class TaskManager:
             return
         if rec.cancel_requested:
             self.stats["cancel_too_late"] += 1
+            rec.cancel_requested = False
+            rec.cancel_force = False
         self._unplace(rec)
-        self._move(rec, _FINISHED, sid, f"attempt {rec.attempt} finished on {e.worker}")
-        rec.reconstructing = False
-        rec.lost.clear()
-        rec.cancel_requested = False
+        self._move(rec, _FINISHED, sid, "attempt %s finished on %s", rec.attempt, e.worker)
+        if rec.reconstructing or rec.lost:
+            rec.reconstructing = False
+            rec.lost.clear()
         rec.cancel_force = False
-        self._unpin(rec.args, sid, out)
+        if rec.args:
+            self._unpin(rec.args, sid, out)
+        objects = self._objects
         for obj in rec.spec.return_ids:
-            self._maybe_free(obj, sid, out)
+            ob = objects.get(obj)
+            if ob is None or not (ob.refs or ob.users):  # else nothing to free (``_maybe_free``)
+                self._maybe_free(obj, sid, out)
         if rec.scope == 0:
             self._drain([rec], sid)
 
@@ -702,7 +752,7 @@ class TaskManager:
     def _on_cancel_requested(self, e: ev.CancelRequested, out: list[cmd.Command]) -> None:
         sid = e.stimulus_id
         rec = self._tasks.get(e.task)
-        if rec is None or rec.state not in ACTIVE_STATES:
+        if rec is None or rec.state not in _ACTIVE:
             self._drop(e.task, sid, "cancel_ignored", "CancelRequested of a task not in flight ignored")
             return
         if rec.reconstructing:
@@ -815,7 +865,7 @@ class TaskManager:
     def _retry(self, rec: _Task, sid: str, out: list[cmd.Command], why: str) -> None:
         self._unplace(rec)
         rec.attempt += 1
-        self._move(rec, _S, sid, f"retry as attempt {rec.attempt}: {why}")
+        self._move(rec, _S, sid, "retry as attempt %s: %s", rec.attempt, why)
         self._submit_attempt(rec, sid, out)
 
     def _may_retry(self, rec: _Task) -> bool:
@@ -844,7 +894,7 @@ class TaskManager:
         """The task failed for good: fail its outputs, release what it held, forget it."""
         self._unplace(rec)
         queue = self._leave_call_queue(rec)
-        self._move(rec, state, sid, f"{cause.kind.value}: {cause.message}")
+        self._move(rec, state, sid, "%s: %s", cause.kind.value, cause.message)
         returns = rec.spec.return_ids
         if targets is None:
             targets = [o for o in returns if o in rec.lost] if rec.reconstructing else returns
@@ -986,7 +1036,7 @@ class TaskManager:
         if rec.spec.kind is _ACTOR_TASK:
             self._lost_for_good(obj, sid, out, f"it is the output of actor task {tid}, which is not re-executed")
             return
-        if rec.state in ACTIVE_STATES:
+        if rec.state in _ACTIVE:
             if rec.reconstructing:
                 self.stats["lost_while_rebuilding"] += 1
                 rec.lost[obj] = None
@@ -1054,12 +1104,14 @@ class TaskManager:
                 self.stats["refs_removed_unknown"] += 1
                 continue
             ob.refs -= 1
-            if ob.refs == 0:
+            if ob.refs == 0 and (ob.users == 0 or ob.holds == 0):
+                creator = self._creator(obj)  # one lookup for both (neither changes it)
                 if ob.users == 0:
-                    self._maybe_free(obj, sid, out)
+                    self._free_unused(obj, ob.owner, creator, sid, out)
                 if ob.holds == 0:
-                    self._forget_object(obj, ob, work)
-        self._drain(work, sid)
+                    self._forget(obj, ob, creator, work)
+        if work:
+            self._drain(work, sid)
 
     def _on_owner_died(self, e: ev.OwnerDied, out: list[cmd.Command]) -> None:
         if not self._owner_died(e.owner, e.stimulus_id, out, "OwnerDied"):
@@ -1087,7 +1139,7 @@ class TaskManager:
             if rec is None:
                 continue  # released as lineage while an earlier task of this owner ended
             returns = rec.spec.return_ids
-            if rec.state in ACTIVE_STATES:
+            if rec.state in _ACTIVE:
                 self._withdraw(rec, sid, out, force=True)
                 force = rec.spec.kind is _NORMAL
                 self._conclude(rec, _CANCELLED, cause, sid, out, targets=returns, cancel_force=force)
@@ -1120,36 +1172,43 @@ class TaskManager:
     # --- bookkeeping: placement, objects, lineage -----------------------------------------
 
     def _place(self, rec: _Task, node: NodeID, worker: WorkerID | None) -> None:
-        self._unplace(rec)
+        if rec.node is not None:
+            self._unplace(rec)
         rec.node = node
         rec.worker = worker
         if rec.spec.kind is not _NORMAL:
             return
+        key = rec.key
         at_node = self._by_node.get(node)
         if at_node is None:
-            at_node = self._by_node[node] = {}
-        at_node[rec.key] = None
+            self._by_node[node] = {key: None}
+        else:
+            at_node[key] = None
         if worker is not None:
             on_worker = self._by_worker.get(worker)
             if on_worker is None:
-                on_worker = self._by_worker[worker] = {}
-            on_worker[rec.key] = None
+                self._by_worker[worker] = {key: None}
+            else:
+                on_worker[key] = None
 
     def _unplace(self, rec: _Task) -> None:
         node = rec.node
         if node is None:
             return
         if rec.spec.kind is _NORMAL:
-            at_node = self._by_node[node]
-            del at_node[rec.key]
+            key = rec.key
+            by_node = self._by_node
+            at_node = by_node[node]
+            del at_node[key]
             if not at_node:
-                del self._by_node[node]
+                del by_node[node]
             worker = rec.worker
             if worker is not None:
-                on_worker = self._by_worker[worker]
-                del on_worker[rec.key]
+                by_worker = self._by_worker
+                on_worker = by_worker[worker]
+                del on_worker[key]
                 if not on_worker:
-                    del self._by_worker[worker]
+                    del by_worker[worker]
         rec.node = None
         rec.worker = None
 
@@ -1180,12 +1239,18 @@ class TaskManager:
         if not same_node:
             del self._owners_by_node[own.node]
 
+    def _creator(self, obj: ObjectID) -> _Task | None:
+        """The kept record of the task ``obj`` is a return value of (None for a put)."""
+        if is_put(obj):
+            return None
+        creator = self._tasks.get(creating_task(obj))
+        return creator if creator is not None and obj in creator.spec.return_ids else None
+
     def _new_object(self, obj: ObjectID, owner: WorkerID | None) -> _Object:
         """An object enters scope: it counts for its creator's lineage."""
-        if not is_put(obj):
-            creator = self._tasks.get(creating_task(obj))
-            if creator is not None and obj in creator.spec.return_ids:
-                creator.scope += 1
+        creator = self._creator(obj)
+        if creator is not None:
+            creator.scope += 1
         if owner is None:
             owner = self._known_owner(obj)
         ob = self._objects[obj] = _Object(owner)
@@ -1206,18 +1271,22 @@ class TaskManager:
 
     def _forget_object(self, obj: ObjectID, ob: _Object, work: list[_Task]) -> None:
         """An object left scope: its creator may no longer be needed as lineage."""
+        self._forget(obj, ob, self._creator(obj), work)
+
+    def _forget(self, obj: ObjectID, ob: _Object, creator: _Task | None, work: list[_Task]) -> None:
+        """``_forget_object`` with ``creator = self._creator(obj)`` given."""
         del self._objects[obj]
-        if ob.owner is not None:
-            own = self._owners.get(ob.owner)
+        owner = ob.owner
+        if owner is not None:
+            own = self._owners.get(owner)
             if own is not None:
                 del own.objects[obj]
-                self._maybe_drop_owner(ob.owner, own)
-        if not is_put(obj):
-            creator = self._tasks.get(creating_task(obj))
-            if creator is not None and obj in creator.spec.return_ids:
-                creator.scope -= 1
-                if creator.scope == 0 and creator.state is _FINISHED:
-                    work.append(creator)
+                if not (own.tasks or own.objects or own.actors):
+                    self._maybe_drop_owner(owner, own)
+        if creator is not None:
+            creator.scope -= 1
+            if creator.scope == 0 and creator.state is _FINISHED:
+                work.append(creator)
 
     def _hold(self, args: tuple[ObjectID, ...]) -> None:
         objects = self._objects
@@ -1254,17 +1323,24 @@ class TaskManager:
             if ob.refs or ob.users:
                 return
             owner = ob.owner
-        if not is_put(obj):
-            creator = self._tasks.get(creating_task(obj))
-            if creator is not None and obj in creator.spec.return_ids and creator.state in ACTIVE_STATES:
-                return  # freed when the attempt ends
+        self._free_unused(obj, owner, self._creator(obj), sid, out)
+
+    def _free_unused(
+        self, obj: ObjectID, owner: WorkerID | None, creator: _Task | None, sid: str, out: list[cmd.Command]
+    ) -> None:
+        """``_maybe_free`` of an object without references (or record), whose owner as far
+        as its record knows and ``creator = self._creator(obj)`` are given."""
+        if creator is not None and creator.state in _ACTIVE:
+            return  # freed when the attempt ends
         if owner is None:
             owner = self._known_owner(obj)
         if owner is not None and owner in self._dead_owners:
             return
         self.stats["objects_freed"] += 1
         self._log(obj, sid, "freed: no reference left")
-        out.append(cmd.FreeObject(stimulus_id=sid, obj=obj))
+        free = _new(cmd.FreeObject)
+        _init_free(free, stimulus_id=sid, obj=obj)
+        out.append(free)
 
     def _remove_record(self, rec: _Task, work: list[_Task]) -> None:
         """Forget a task record; its arguments lose one hold (maybe their creator's lineage)."""
@@ -1294,21 +1370,23 @@ class TaskManager:
 
     # --- small helpers --------------------------------------------------------------------
 
-    def _move(self, rec: _Task | _Actor, new: TaskState, sid: str, why: str) -> None:
+    def _move(self, rec: _Task | _Actor, new: TaskState, sid: str, why: str, *args: object) -> None:
+        """Change state (checked against ``TRANSITIONS``); the story says ``why % args``."""
         old = rec.state
-        if (old, new) not in TRANSITIONS:
+        if (old._value_, new._value_) not in _LEGAL:
             raise InvalidTransition(
-                f"{rec.key}: {old.name} -> {new.name} is not a legal move ({why})", self.story(rec.key)
+                f"{rec.key}: {old.name} -> {new.name} is not a legal move ({_text(why, args)})",
+                self.story(rec.key),
             )
         rec.state = new
-        self._story.append((rec.key, sid, why, old, new))
+        self._story.append((rec.key, sid, why, args, old._name_, new._name_))
 
-    def _log(self, key: str, sid: str, text: str) -> None:
-        self._story.append((key, sid, text, None, None))
+    def _log(self, key: str, sid: str, text: str, *args: object) -> None:
+        self._story.append((key, sid, text, args, None, None))
 
-    def _drop(self, key: str, sid: str, stat: str, text: str) -> None:
+    def _drop(self, key: str, sid: str, stat: str, text: str, *args: object) -> None:
         self.stats[stat] += 1
-        self._story.append((key, sid, text, None, None))
+        self._story.append((key, sid, text, args, None, None))
 
     def _remember(self, task: TaskID, outcome: Outcome) -> None:
         outcomes = self._outcomes
@@ -1325,7 +1403,7 @@ class TaskManager:
         for tid, rec in self._tasks.items():
             self._check_task(tid, rec)
             holds.update(rec.args)
-            if rec.state in ACTIVE_STATES:
+            if rec.state in _ACTIVE:
                 users.update(rec.args)
         for actor, a in self._actors.items():
             assert a.key == actor, f"actor record {actor} is keyed as {a.key}"
@@ -1376,7 +1454,7 @@ class TaskManager:
             extra = [o for o in rec.lost if o not in spec.return_ids]
             assert not extra, f"{tid}: lost outputs {extra} are not its returns"
         if rec.reconstructing:
-            assert rec.state in ACTIVE_STATES and rec.lost, f"{tid}: reconstructing in {rec.state.name}"
+            assert rec.state in _ACTIVE and rec.lost, f"{tid}: reconstructing in {rec.state.name}"
             assert spec.kind is _NORMAL, f"{tid}: actor task outputs are never rebuilt"
         if rec.state is _W:
             assert rec.node is None and rec.worker is None, f"{tid}: waiting for args but placed"
@@ -1468,3 +1546,8 @@ def will_retry(spec: TaskSpec, attempt: int, error_types: tuple[str, ...]) -> bo
     rule): drivers use it to store the error as the result only when it is final."""
     budget = spec.max_retries
     return _retryable(spec, error_types) and (budget == INFINITE or attempt <= budget)
+
+
+def _text(template: str, args: tuple[object, ...]) -> str:
+    """A story line: ``template % args``, or ``template`` as is without ``args``."""
+    return template % args if args else template
