@@ -12,15 +12,21 @@ thread, a thread pool for ``max_concurrency > 1``, an asyncio loop thread
 for async actors. Must not: decide retries or placement (the core decides;
 this reports ``DONE`` with what happened).
 
-Theory of operation: the connection's reader thread receives messages; a
-run of a normal task or a single-threaded actor goes to a queue the main
-thread drains; runs for a threaded actor go to its pool and for an async
-actor onto its loop. A non-forced cancel of a task on the main thread sends
-this process SIGINT, as Ray does (``KeyboardInterrupt`` also ends a blocking
-``time.sleep`` or a detray ``get``); in an actor's thread pool it raises
-``TaskCancelledError`` in that thread at its next bytecode
-(``PyThreadState_SetAsyncExc``); an async call's asyncio task is cancelled.
-When the raylet goes away the worker exits at once.
+Theory of operation: the main thread, while idle, reads the raylet's
+channel itself (``RayletConnection(main_thread_reads=True)``): a run of a
+normal task or a single-threaded actor reaches it with no hand-off between
+threads; while it runs one, the connection's helper thread reads (replies
+to nested ``get``s, cancels). Runs for a threaded actor go to its pool and
+for an async actor onto its loop, from whichever thread read them. A
+non-forced cancel of a task on the main thread sends this process SIGINT,
+as Ray does (``KeyboardInterrupt`` also ends a blocking ``time.sleep`` or a
+detray ``get``); the handler raises only while a task's code runs on the
+main thread, so a late SIGINT never breaks a read of the channel or a
+report. In an actor's thread pool a cancel raises ``TaskCancelledError`` in
+that thread at its next bytecode (``PyThreadState_SetAsyncExc``); an async
+call's asyncio task is cancelled; a call cancelled before it started
+reports the cancel without running. When the raylet goes away the worker
+exits at once.
 """
 
 from __future__ import annotations
@@ -32,7 +38,6 @@ import inspect
 import io
 import os
 import pickle
-import queue
 import signal
 import sys
 import threading
@@ -89,7 +94,6 @@ class Worker:
         self.job = JobID(payload["job"])
         self.namespace = payload["namespace"]
         self.pid = os.getpid()
-        self.inbox: queue.Queue[Any] = queue.Queue()
         self.runs: dict[TaskID, Run] = {}
         self.runs_lock = threading.Lock()
         self.functions: dict[str, Any] = {}
@@ -103,12 +107,16 @@ class Worker:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.worker_id: WorkerID | None = None
         self.runtime: RealRuntime | None = None
+        self.main_thread = threading.main_thread().ident
+        self.interruptible = False
+        """True while the main thread runs a task's code (``_on_sigint``)."""
         channel = connect(payload["raylet"], context.token)
-        self.conn = RayletConnection(channel, self.on_push)
+        self.conn = RayletConnection(channel, self.on_push, main_thread_reads=True)
 
-    # --- messages (reader thread) -------------------------------------------------------------------
+    # --- messages (on the thread reading the channel) ---------------------------------------------
 
-    def on_push(self, message: P.Message) -> None:
+    def on_push(self, message: P.Message) -> object:
+        """A pushed message, on the thread reading the channel; returns what the main thread runs."""
         tag = message[0]
         if tag == P.RUN:
             run = Run(message)
@@ -116,18 +124,21 @@ class Worker:
                 self.runs[run.spec.task_id] = run
             if run.spec.kind is TaskKind.ACTOR_TASK and self.loop is not None:
                 asyncio.run_coroutine_threadsafe(self._run_async(run), self.loop)
-            elif run.spec.kind is TaskKind.ACTOR_TASK and self.pool is not None:
+                return None
+            if run.spec.kind is TaskKind.ACTOR_TASK and self.pool is not None:
                 self.pool.submit(self.execute, run)
-            else:
-                self.inbox.put(run)
-        elif tag == P.INTERRUPT:
+                return None
+            return run
+        if tag == P.INTERRUPT:
             self.interrupt(message[1], message[2])
-        elif tag == P.ASSIGN:
-            self.inbox.put(message)
-        elif tag == P.EXIT:
-            self.inbox.put(_EXIT)
+            return None
+        if tag == P.ASSIGN:
+            return message
+        if tag == P.EXIT:
             if self.conn.closed:
                 os._exit(0)  # the raylet is gone: nothing to report to
+            return _EXIT
+        return None
 
     def interrupt(self, task: TaskID, attempt: int) -> None:
         with self.runs_lock:
@@ -137,7 +148,7 @@ class Worker:
         run.cancelled = True
         if run.async_task is not None and self.loop is not None:
             self.loop.call_soon_threadsafe(run.async_task.cancel)
-        elif run.thread == threading.main_thread().ident:
+        elif run.thread == self.main_thread:
             # As Ray: SIGINT, so KeyboardInterrupt also ends a blocking call (time.sleep, I/O).
             os.kill(os.getpid(), signal.SIGINT)
         elif run.thread is not None:
@@ -146,19 +157,27 @@ class Worker:
     # --- the main thread ----------------------------------------------------------------------------
 
     def serve(self) -> None:
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # cancel() interrupts the running task
+        # cancel() interrupts the task running on this thread, and only that (see _on_sigint)
+        signal.signal(signal.SIGINT, self._on_sigint)
         self.conn.send((P.HELLO, 0, "worker", self.pid))
+        next_item = self.conn.next_main_item
         while True:
             try:
-                item = self.inbox.get()
+                item = next_item()
                 if item is _EXIT:
                     return
                 if isinstance(item, Run):
                     self.execute(item)
-                elif item[0] == P.ASSIGN:
+                elif isinstance(item, tuple) and item[0] == P.ASSIGN:
                     self.assign(item)
             except KeyboardInterrupt:
-                continue  # an interrupt that came after its task ended
+                continue  # a safety net: _on_sigint raises only inside a task's code
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        """SIGINT raises ``KeyboardInterrupt`` only in a task's code on the main thread: never while
+        it reads the channel (a frame read halfway would be lost) nor while it reports."""
+        if self.interruptible:
+            raise KeyboardInterrupt
 
     def assign(self, message: P.Message) -> None:
         _, worker_id, node, env_vars, job = message
@@ -194,9 +213,18 @@ class Worker:
         if self.runtime is not None:
             self.runtime.default_caller = caller  # threads the task starts submit as the task
         saved_env = self._enter_env(run)
+        main = run.thread == self.main_thread
         try:
             try:
-                result = self._call(run)
+                if run.cancelled:  # cancelled while it waited its turn (an actor's queued call)
+                    raise TaskCancelledError(spec.task_id)
+                if main:
+                    self.interruptible = True
+                try:
+                    result = self._call(run)
+                finally:
+                    if main:
+                        self.interruptible = False
                 self._done(run, result, None)
             except BaseException as exc:  # noqa: BLE001 -- reported as the task's error
                 self._done(run, None, exc)
@@ -211,6 +239,8 @@ class Worker:
         run.async_task = asyncio.current_task()
         CALLER.set(self._caller(run))
         try:
+            if run.cancelled:  # cancelled before its coroutine started
+                raise TaskCancelledError(run.spec.task_id)
             result = self._call(run)
             if inspect.isawaitable(result):
                 result = await result
@@ -251,6 +281,8 @@ class Worker:
         saved: dict[str, str | None] = {}
         if run.spec.kind is TaskKind.ACTOR_TASK:
             return saved
+        if not run.body[5] and not run.gpu_ids and "CUDA_VISIBLE_DEVICES" not in os.environ:
+            return saved  # nothing to set (the common case)
         changes = dict(run.body[5])
         changes["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu) for gpu in run.gpu_ids)
         if not run.gpu_ids and "CUDA_VISIBLE_DEVICES" not in os.environ:
