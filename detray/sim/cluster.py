@@ -43,6 +43,7 @@ debug), ``worker.died``, ``fault``/``fault.scheduled``/``fault.random``,
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections import deque
 from collections.abc import Callable
@@ -78,6 +79,8 @@ FORWARD_BYTES = 1024
 RESTORE_BYTES_PER_S = 1e9
 """Disk read speed for restoring spilled objects."""
 FORWARD_RETRY_S = 0.1
+GC_YOUNG_THRESHOLD = 50_000
+"""Allocations between young-generation collections while a simulation runs (Python: 700)."""
 REFRESH_INTERVAL_S = 1.0
 """How often nodes with room repeat their resource report while work waits somewhere."""
 
@@ -217,8 +220,14 @@ class SimCluster:
         in the driver once the cluster is up."""
         main = greenlet.getcurrent()
         self._loop_glet = greenlet.greenlet(self._loop_main, parent=main)
+        # A run allocates millions of short-lived records; Python's default collection of the
+        # young generation every 700 allocations cost a third of a 1,000-node run. Collect less
+        # often while the simulation runs; shutdown puts the process's thresholds back.
+        self._gc_thresholds = gc.get_threshold()
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *self._gc_thresholds[1:])
         result = self._loop_glet.switch(main, driver_context)
         if isinstance(result, BaseException):
+            gc.set_threshold(*self._gc_thresholds)
             raise result
 
     def _loop_main(self, driver_glet: greenlet.greenlet, driver_context: UnitContext) -> Any:
@@ -257,6 +266,7 @@ class SimCluster:
         self.executor.close_loops()
         self.trace.close()
         self.closed = True
+        gc.set_threshold(*self._gc_thresholds)
 
     def _run(self) -> None:
         env = self.env
