@@ -96,6 +96,14 @@ class InitOptions:
     dashboard and logging knobs) or rejects each with a TypeError naming it."""
 
 
+def actor_name_taken(name: str, namespace: str) -> str:
+    """The ``ValueError`` message of ``create_actor`` for a name already taken (Ray's words)."""
+    return (
+        f"The name {name} (namespace={namespace}) is already taken. Please use a different name "
+        f"or get the existing actor using detray.get_actor('{name}', namespace='{namespace}')"
+    )
+
+
 class RuntimeContext:
     """What ``get_runtime_context()`` reports about the code calling it (Ray's accessors).
 

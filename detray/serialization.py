@@ -48,6 +48,7 @@ __all__ = [
     "record_actor",
     "record_ref",
     "serialize",
+    "serialize_returns",
     "should_inline",
     "unpickle_function",
 ]
@@ -160,6 +161,25 @@ def deserialize(serialized: SerializedObject, *, read_only: bool = True) -> Any:
     if read_only and buffers:
         buffers = [memoryview(buffer).toreadonly() for buffer in buffers]
     return pickle.loads(serialized.inband, buffers=buffers)
+
+
+def serialize_returns(result: Any, name: str, count: int) -> list[SerializedObject]:
+    """A task's result as its ``count`` return values, serialized (Ray's ``num_returns`` rules):
+    one return is the result itself, more need a sequence of exactly that many values."""
+    if count == 1:
+        return [serialize(result, f"the return value of {name}()")]
+    if count == 0:
+        return []
+    try:
+        values = list(result)
+    except TypeError:
+        raise ValueError(
+            f"Task {name} returned {type(result).__name__}, but num_returns={count} "
+            "needs a sequence of that many values"
+        ) from None
+    if len(values) != count:
+        raise ValueError(f"Task {name} returned {len(values)} objects, but num_returns={count}.")
+    return [serialize(value, f"return value {i + 1} of {name}()") for i, value in enumerate(values)]
 
 
 def argument_label(function_name: str, index: int | None = None, keyword: str | None = None) -> str:

@@ -70,3 +70,26 @@ def seed_from_env() -> int:
 
 def auto_connect_enabled() -> bool:
     return os.environ.get(AUTO_CONNECT_ENV, "") != "0"
+
+
+IGNORED_INIT_KEYWORDS = frozenset(
+    {
+        "include_dashboard",
+        "dashboard_host",
+        "dashboard_port",
+        "configure_logging",
+        "logging_level",
+        "logging_format",
+        "log_to_driver",
+        "_system_config",
+        "_temp_dir",
+        "_metrics_export_port",
+        "_node_ip_address",
+        "job_config",
+        "storage",
+        "_enable_object_reconstruction",
+        "_plasma_directory",
+        "object_spilling_directory",
+    }
+)
+"""Ray ``init`` keywords both drivers accept and ignore (dashboard, logging and storage knobs)."""

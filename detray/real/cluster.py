@@ -40,6 +40,7 @@ from detray.real.redis_server import RedisServer
 from detray.real.runtime import DEFAULT_NAMESPACE, Caller, RealRuntime
 from detray.real.shm_client import StoreClient
 from detray.runtime import InitOptions
+from detray.settings import IGNORED_INIT_KEYWORDS
 
 RAYLET_TARGET = "detray.real.raylet_main:main"
 START_TIMEOUT_S = 30.0
@@ -48,23 +49,6 @@ OBJECT_STORE_FRACTION = 0.3
 """Of the machine's memory, as Ray's default (capped by /dev/shm's size)."""
 OBJECT_STORE_MIN_BYTES = 64 << 20
 
-IGNORED_INIT_KEYWORDS = frozenset(
-    {
-        "include_dashboard",
-        "dashboard_host",
-        "dashboard_port",
-        "configure_logging",
-        "logging_level",
-        "logging_format",
-        "log_to_driver",
-        "_temp_dir",
-        "_system_config",
-        "_enable_object_reconstruction",
-        "_node_ip_address",
-        "job_config",
-    }
-)
-"""Ray ``init`` knobs that change nothing here (dashboards, logging): accepted and ignored."""
 
 
 def machine_memory_bytes() -> int:

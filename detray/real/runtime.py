@@ -30,7 +30,6 @@ from detray.controlplane import ControlPlaneUnavailable
 from detray.core import ids
 from detray.core.errors import ErrorKind, Failure
 from detray.core.ids import ActorID, JobID, NodeID, ObjectID, TaskID, WorkerID
-from detray.core.resources import as_floats
 from detray.exceptions import ActorDiedError, GetTimeoutError, ObjectLostError, RaySystemError, from_failure
 from detray.object_ref import ObjectRef
 from detray.options import (
@@ -46,7 +45,7 @@ from detray.options import (
 from detray.real import protocol as P
 from detray.real.client import RayletConnection
 from detray.real.shm_client import ObjectNotInStoreError, StoreClient
-from detray.runtime import RuntimeContext, StoredError
+from detray.runtime import RuntimeContext, StoredError, actor_name_taken
 from detray.serialization import SerializedObject, argument_label, deserialize, serialize
 
 DEFAULT_NAMESPACE = "default"
@@ -266,7 +265,7 @@ class RealRuntime:
         if answer == "exists":
             return ActorID(holder)
         if answer == "taken":
-            raise ValueError(_name_taken(options.name, namespace))
+            raise ValueError(actor_name_taken(options.name, namespace))
         return spec.actor_id
 
     def submit_actor_task(
@@ -493,14 +492,3 @@ class RealRuntime:
             gpu_ids=caller.gpu_ids,
             was_current_actor_reconstructed=caller.restarted,
         )
-
-
-def _name_taken(name: str, namespace: str) -> str:
-    return (
-        f"The name {name} (namespace={namespace}) is already taken. Please use a different name "
-        f"or get the existing actor using detray.get_actor('{name}', namespace='{namespace}')"
-    )
-
-
-def resources_as_floats(units: Mapping[str, int]) -> dict[str, float]:
-    return as_floats(dict(units))

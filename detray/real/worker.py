@@ -57,7 +57,7 @@ from detray.real.processes import ChildContext
 from detray.real.runtime import CALLER, Caller, RealRuntime
 from detray.object_ref import ObjectRef
 from detray.real.shm_client import StoreClient, StoreLocation
-from detray.serialization import SerializedObject, deserialize, serialize, unpickle_function
+from detray.serialization import SerializedObject, deserialize, serialize, serialize_returns, unpickle_function
 
 _EXIT = object()
 
@@ -362,7 +362,7 @@ class Worker:
         results: list[tuple[Any, ...]] = []
         if exc is None:
             try:
-                packed = self._pack_returns(spec, result)
+                packed = serialize_returns(result, spec.name, len(spec.return_ids))
                 for obj, serialized in zip(spec.return_ids, packed):
                     results.append(self._result(obj, serialized, False))
             except BaseException as pack_error:  # noqa: BLE001 -- an unpicklable result is the task's error
@@ -386,24 +386,6 @@ class Worker:
         assert self.runtime is not None
         wire, size = self.runtime.store_value(obj, serialized, is_error=is_error)
         return (obj, wire, size, tuple(serialized.contained_refs), tuple(serialized.contained_actors))
-
-    def _pack_returns(self, spec: TaskSpec, result: Any) -> list[SerializedObject]:
-        count = len(spec.return_ids)
-        name = spec.name
-        if count == 1:
-            return [serialize(result, f"the return value of {name}()")]
-        if count == 0:
-            return []
-        try:
-            values = list(result)
-        except TypeError:
-            raise ValueError(
-                f"Task {name} returned {type(result).__name__}, but num_returns={count} "
-                "needs a sequence of that many values"
-            ) from None
-        if len(values) != count:
-            raise ValueError(f"Task {name} returned {len(values)} objects, but num_returns={count}.")
-        return [serialize(value, f"return value {i + 1} of {name}()") for i, value in enumerate(values)]
 
     def _error_value(self, spec: TaskSpec, exc: BaseException, cancelled: bool) -> SerializedObject:
         error: Any

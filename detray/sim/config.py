@@ -28,6 +28,7 @@ from typing import Any
 
 from detray.core import resources as res
 from detray.runtime import InitOptions
+from detray.settings import IGNORED_INIT_KEYWORDS
 
 DEFAULT_NODE_CPUS = 8
 """CPUs of the one node ``init()`` makes without ``num_cpus`` (Ray would use the machine's
@@ -259,32 +260,11 @@ SIM_KEYWORDS = frozenset(
 )
 """``init`` keywords the sim driver reads."""
 
-IGNORED_KEYWORDS = frozenset(
-    {
-        "include_dashboard",
-        "dashboard_host",
-        "dashboard_port",
-        "configure_logging",
-        "logging_level",
-        "logging_format",
-        "log_to_driver",
-        "_system_config",
-        "_temp_dir",
-        "_metrics_export_port",
-        "_node_ip_address",
-        "job_config",
-        "storage",
-        "_enable_object_reconstruction",
-        "_plasma_directory",
-        "object_spilling_directory",
-    }
-)
-"""Ray ``init`` keywords accepted and ignored (dashboard and logging knobs)."""
 
 
 def sim_settings(extra: Mapping[str, Any]) -> SimSettings:
     """The sim driver's keywords from ``init``'s extras; anything unknown is a TypeError."""
-    unknown = sorted(k for k in extra if k not in SIM_KEYWORDS and k not in IGNORED_KEYWORDS)
+    unknown = sorted(k for k in extra if k not in SIM_KEYWORDS and k not in IGNORED_INIT_KEYWORDS)
     if unknown:
         raise TypeError(f"init(mode='sim') got unexpected keyword arguments {unknown}")
     check = extra.get("check_invariants")

@@ -42,7 +42,7 @@ from detray.options import (
     actor_task_spec,
     task_spec,
 )
-from detray.runtime import InitOptions, RuntimeContext
+from detray.runtime import InitOptions, RuntimeContext, actor_name_taken
 from detray.serialization import argument_label, serialize
 from detray.sim import usercode
 from detray.sim.cluster import ShutdownRequest, SimCluster
@@ -261,7 +261,7 @@ class SimRuntime:
             if found is not None:
                 if options.get_if_exists:
                     return found[0]
-                raise ValueError(_name_taken(options.name, namespace))
+                raise ValueError(actor_name_taken(options.name, namespace))
         context.submit_count += 1
         creation = ids.task_id(context.job, context.parent_key, context.submit_count)
         owner = context.worker_id
@@ -272,7 +272,7 @@ class SimRuntime:
         actor = spec.actor_id
         if options.name is not None:
             if not self._claim_name(namespace, options.name, actor):
-                raise ValueError(_name_taken(options.name, namespace))
+                raise ValueError(actor_name_taken(options.name, namespace))
         executor = cluster.executor
         executor.actor_meta[actor] = meta
         executor.actor_specs[actor] = spec
@@ -614,8 +614,3 @@ class SimRuntime:
         )
 
 
-def _name_taken(name: str, namespace: str) -> str:
-    return (
-        f"The name {name} (namespace={namespace}) is already taken. Please use a different name "
-        f"or get the existing actor using detray.get_actor('{name}', namespace='{namespace}')"
-    )

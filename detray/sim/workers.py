@@ -47,7 +47,7 @@ from detray.exceptions import (
     from_failure,
 )
 from detray.runtime import StoredError
-from detray.serialization import serialize
+from detray.serialization import serialize, serialize_returns
 from detray.sim import streams
 from detray.sim.asyncloop import VirtualLoop
 from detray.sim.errors import WorkerKilled
@@ -311,23 +311,7 @@ class Executor:
 
     def pack_returns(self, run: Run, result: Any) -> list[Any]:
         """Serialize a body's result into its return objects (runs as user code)."""
-        spec = run.spec
-        count = len(spec.return_ids)
-        name = spec.name
-        if count == 1:
-            return [serialize(result, f"the return value of {name}()")]
-        if count == 0:
-            return []
-        try:
-            values = list(result)
-        except TypeError:
-            raise ValueError(
-                f"Task {name} returned {type(result).__name__}, but num_returns={count} "
-                "needs a sequence of that many values"
-            ) from None
-        if len(values) != count:
-            raise ValueError(f"Task {name} returned {len(values)} objects, but num_returns={count}.")
-        return [serialize(value, f"return value {i + 1} of {name}()") for i, value in enumerate(values)]
+        return serialize_returns(result, run.spec.name, len(run.spec.return_ids))
 
     # -- a unit ended or blocked --------------------------------------------------------------------
 
