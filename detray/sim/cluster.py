@@ -240,7 +240,6 @@ class SimCluster:
             self._bring_up()
             unit = UserCode(lambda: None, label="", key=("driver",), context=driver_context)
             driver = Exec(unit=unit, context=driver_context, worker=None)
-            driver_context.exec = driver
             self.driver_exec = driver
             self.runner.adopt(unit, driver_glet)
             self.run_exec(driver, "resume", None)

@@ -115,7 +115,6 @@ class UnitContext:
     actor: ActorInstance | None = None
     gpu_ids: tuple[int, ...] = ()
     run: Run | None = None
-    exec: Exec | None = None
     submit_count: int = 0
     put_count: int = 0
 
@@ -151,7 +150,6 @@ class Run:
     started_at_s: float
     exec: Exec | None = None
     async_task: Any = None
-    context: UnitContext | None = None
     finishing: bool = False
     token: int = 0
     ended: bool = False

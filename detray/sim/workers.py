@@ -245,7 +245,6 @@ class Executor:
             gpu_ids=gpu_ids,
             run=run,
         )
-        run.context = context
         if actor is not None and kind is TaskKind.ACTOR_TASK:
             actor.calls[task] = run
             if actor.loop is not None:
@@ -257,7 +256,6 @@ class Executor:
         else:
             unit = UserCode(body, (self, run), context=context, label=full_label, key=(task, command.attempt))
         ex = Exec(unit=unit, context=context, worker=worker, run=run, actor=actor)
-        context.exec = ex
         run.exec = ex
         worker.execs.append(ex)
         c.run_exec(ex, "start", None)
@@ -415,12 +413,14 @@ class Executor:
         worker = ex.worker
         if worker is not None and ex in worker.execs:
             worker.execs.remove(ex)
+        run = ex.run
+        if run is not None and run.exec is ex:
+            run.exec = None  # the unit is over: no Run <-> Exec cycle left for the collector
         if ex.dead:
             return
         if ex.context.kind == "async_step":
             self._step_ended(ex, outcome)
             return
-        run = ex.run
         assert run is not None
         self.body_done(run, outcome)
 
@@ -653,7 +653,6 @@ class Executor:
             random_slot=actor.random_slot,
         )
         ex = Exec(unit=unit, context=context, worker=worker, actor=actor)
-        context.exec = ex
         worker.execs.append(ex)
         self.c.run_exec(ex, "start", None)
 
