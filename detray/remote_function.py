@@ -21,6 +21,19 @@ from detray.options import TASK_OPTIONS, FunctionDescriptor, task_options, valid
 __all__ = ["RemoteFunction"]
 
 
+def _plain_arity(signature: inspect.Signature | None) -> int:
+    """The number of arguments a call with positional arguments only must pass when every
+    parameter is positional without a default (such a call needs no ``bind`` check);
+    -1 otherwise."""
+    if signature is None:
+        return -1
+    plain = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    params = signature.parameters.values()
+    if all(p.kind in plain and p.default is inspect.Parameter.empty for p in params):
+        return len(signature.parameters)
+    return -1
+
+
 class RemoteFunction:
     """A function decorated with ``@remote``; ``.remote(*args)`` runs it as a task."""
 
@@ -34,6 +47,7 @@ class RemoteFunction:
             self._signature: inspect.Signature | None = inspect.signature(function)
         except (TypeError, ValueError):
             self._signature = None
+        self._arity = _plain_arity(self._signature)
         self.__name__ = getattr(function, "__name__", self._function_name)
         self.__qualname__ = self._function_name
         self.__module__ = self._descriptor.module
@@ -50,7 +64,7 @@ class RemoteFunction:
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Submit a task; returns an ``ObjectRef`` (a list for ``num_returns > 1``,
         ``None`` for ``num_returns=0``)."""
-        if self._signature is not None:
+        if self._signature is not None and (kwargs or len(args) != self._arity):
             try:
                 self._signature.bind(*args, **kwargs)
             except TypeError as error:

@@ -181,8 +181,10 @@ class SimCluster:
     def count(self, stat: str) -> None:
         self.stats[stat] = self.stats.get(stat, 0) + 1
 
-    def emit(self, node: str | None, kind: str, **fields: Any) -> None:
-        self.trace.emit(self.env.now, node, kind, **fields)
+    def emit(self, node: str | None, kind: str, *, level: TraceLevel = TraceLevel.EVENTS, **fields: Any) -> None:
+        trace = self.trace
+        if level <= trace.level:  # checked here too: a filtered event costs one comparison
+            trace.emit(self.env.now, node, kind, level=level, **fields)
 
     def new_waiter_id(self, kind: str) -> str:
         self._waiter_count += 1

@@ -91,14 +91,13 @@ class Sandbox:
     first switch in.
     """
 
-    __slots__ = ("label", "clock", "sink", "random_slot", "_prefix", "_partial")
+    __slots__ = ("label", "clock", "sink", "random_slot", "_partial")
 
     def __init__(self, label: str) -> None:
         self.label = label
         self.clock: Callable[[], float] = _zero_clock
         self.sink: Sink = console_sink
         self.random_slot: RandomSlot | None = None
-        self._prefix = f"({label}) " if label else ""
         self._partial: dict[str, str] | None = None
 
     def sleep(self, seconds: float) -> None:
@@ -115,11 +114,16 @@ class Sandbox:
         if lines:
             global _emitting
             _emitting = True  # a sink that prints must reach the real stream, not loop here
+            prefix = self.prefix()
             try:
                 for line in lines:
-                    self.sink(self, stream, f"{self._prefix}{line}\n")
+                    self.sink(self, stream, f"{prefix}{line}\n")
             finally:
                 _emitting = False
+
+    def prefix(self) -> str:
+        """What starts each of its output lines: ``"(label) "`` (built when output appears)."""
+        return f"({self.label}) " if self.label else ""
 
     def flush_output(self) -> None:
         """Emit held partial lines (the unit ended), each completed by a newline."""
@@ -128,7 +132,7 @@ class Sandbox:
             return
         for stream, rest in partial.items():
             if rest:
-                self.sink(self, stream, f"{self._prefix}{rest}\n")
+                self.sink(self, stream, f"{self.prefix()}{rest}\n")
         partial.clear()
 
 

@@ -103,6 +103,17 @@ def test_an_unpicklable_argument_fails_at_submission_naming_it(driver):
         add.remote(threading.Lock())
 
 
+def test_arguments_that_do_not_fit_the_signature_fail_at_submission(driver):
+    driver.init()
+    with pytest.raises(TypeError, match=r"leaf\(\).*missing a required argument"):
+        leaf.remote()
+    with pytest.raises(TypeError, match=r"leaf\(\).*too many positional arguments"):
+        leaf.remote(1, 2)
+    with pytest.raises(TypeError, match=r"leaf\(\).*unexpected keyword argument 'y'"):
+        leaf.remote(1, y=1)
+    assert ray.get([leaf.remote(1), leaf.remote(x=2), add.remote(1), add.remote(1, b=2)]) == [2, 3, 1, 3]
+
+
 def test_an_unpicklable_return_value_fails_the_get(driver):
     import threading
 
