@@ -275,14 +275,21 @@ class SimCluster:
         max_time = self.settings.max_virtual_time_s
         max_events = self.settings.max_events
         check = self._check
+        handlers = self._handlers
+        ledger = self.ledger
         while True:
             while queue:
-                self._dispatch(queue.popleft())
+                item = queue.popleft()  # `_dispatch`, inlined: this loop runs ~8 times per task
+                if item.__class__ is tuple:
+                    item[0](*item[1:])
+                else:
+                    handlers[item.__class__](item)
                 if check:
                     self.check_invariants()
             if self.stopping:
                 return
-            self._switch_point()
+            if ledger.pending():
+                self._switch_point()
             if queue:
                 continue
             when = env.peek()

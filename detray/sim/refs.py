@@ -64,6 +64,13 @@ class RefLedger:
         count = len(refs)
         if not count:
             return [], 0
+        if count == 1:  # the common case (one submission's return ref): no grouping or sorting
+            sign, obj = refs.popleft()
+            owner = owner_of(obj)
+            if owner is None:
+                return [], 1
+            cls = RefsAdded if sign == _ADD else RefsRemoved
+            return [cls(now=now, stimulus_id=stimulus_id, owner=owner, objects=(obj,))], 0
         added: dict[WorkerID, list[ObjectID]] = {}
         removed: dict[WorkerID, list[ObjectID]] = {}
         unknown = 0

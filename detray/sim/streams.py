@@ -31,6 +31,9 @@ _LENGTH_BYTES = 4
 def _encode_part(part: object) -> bytes:
     # Subclasses (IntEnum, StrEnum) encode as their base value; bool would
     # collide with 1 and is refused.
+    if type(part) is str:  # the common case first: exactly what the isinstance branch below does
+        body = b"s" + part.encode("utf-8", "surrogatepass")
+        return len(body).to_bytes(_LENGTH_BYTES, "big") + body
     kind = type(part)
     if isinstance(part, str):
         body = b"s" + part.encode("utf-8", "surrogatepass")
