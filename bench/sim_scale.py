@@ -5,12 +5,19 @@ Usage (from the repository root):
     python bench/sim_scale.py                      # 100,000 tasks on 10, 100, 1000, 10000 nodes
     python bench/sim_scale.py --tasks 20000 --nodes 10 100
     python bench/sim_scale.py --quick              # 10,000 tasks on 10 and 100 nodes
+    python bench/sim_scale.py --quick --split      # also: where the time went (slower)
 
 For each cluster size the driver submits N no-op tasks (``@remote def
 noop(): pass``) and gathers them with one ``get``; invariants off, the trace
 on (``events`` level) and buffered to a file. Printed per size: the wall time
 to bring the cluster up (not counted), the wall time of submit + get, tasks
 per wall second, microseconds per task, and the ratio to the baseline.
+
+``--split`` wraps ``Router.handle`` and ``Trace.emit`` with timers and
+watches the collector, then prints the time per task in the core, the trace
+writer, garbage collection and the rest (the simulator around the core); a
+collection that starts inside the core counts in both, and the wrappers add
+about a microsecond per call, so the total is higher than without them.
 
 The baseline, measured in the same run: a bare SimPy loop with one process
 and one timeout per task (the least a SimPy simulation of N tasks can do).
@@ -112,8 +119,49 @@ def core_only(tasks: int, nodes: int) -> float:
     return perf_counter() - start
 
 
-def simulated(tasks: int, nodes: int, trace_dir: str) -> tuple[float, float, float, int]:
-    """(bring-up wall s, submit+get wall s, virtual s, trace lines)."""
+class Split:
+    """Wall time inside the core, the trace writer and the collector while installed."""
+
+    def __init__(self) -> None:
+        from detray.core.router import Router
+        from detray.sim.trace import Trace
+
+        self.seconds = {"core": 0.0, "trace": 0.0, "gc": 0.0}
+        self._patched = [(Router, "handle"), (Trace, "emit")]
+        self._originals = [getattr(cls, name) for cls, name in self._patched]
+        self._gc_started = 0.0
+        for (cls, name), key in zip(self._patched, ("core", "trace")):
+            setattr(cls, name, self._timed(getattr(cls, name), key))
+        gc.callbacks.append(self._on_gc)
+
+    def _timed(self, fn, key: str):  # type: ignore[no-untyped-def]
+        seconds = self.seconds
+
+        def timed(*args, **kwargs):  # type: ignore[no-untyped-def]
+            start = perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                seconds[key] += perf_counter() - start
+
+        return timed
+
+    def _on_gc(self, phase: str, info: dict) -> None:  # type: ignore[type-arg]
+        if phase == "start":
+            self._gc_started = perf_counter()
+        else:
+            self.seconds["gc"] += perf_counter() - self._gc_started
+
+    def remove(self) -> None:
+        for (cls, name), original in zip(self._patched, self._originals):
+            setattr(cls, name, original)
+        gc.callbacks.remove(self._on_gc)
+
+
+def simulated(
+    tasks: int, nodes: int, trace_dir: str, split: bool = False
+) -> tuple[float, float, float, int, dict[str, float] | None]:
+    """(bring-up wall s, submit+get wall s, virtual s, trace lines, split seconds or None)."""
     start = perf_counter()
     detray.init(
         mode="sim",
@@ -126,16 +174,19 @@ def simulated(tasks: int, nodes: int, trace_dir: str) -> tuple[float, float, flo
     up = perf_counter() - start
     cluster = detray.sim.current_cluster()
     gc.collect()
+    timers = Split() if split else None
     start = perf_counter()
     refs = [noop.remote() for _ in range(tasks)]
     values = detray.get(refs)
     elapsed = perf_counter() - start
+    if timers is not None:
+        timers.remove()
     assert len(values) == tasks and values[0] is None
     virtual_s = cluster.now()
     lines = len(cluster.trace)
     del refs, values
     detray.shutdown()
-    return up, elapsed, virtual_s, lines
+    return up, elapsed, virtual_s, lines, None if timers is None else timers.seconds
 
 
 def main() -> None:
@@ -143,6 +194,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--nodes", type=int, nargs="*", default=[10, 100, 1000, 10000])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--split", action="store_true", help="also print where the time went (adds overhead)")
     args = parser.parse_args()
     if args.quick:
         args.tasks, args.nodes = 10_000, [10, 100]
@@ -154,7 +206,7 @@ def main() -> None:
         for nodes in args.nodes:
             core_s = core_only(args.tasks, nodes)
             print(f"{nodes:>6} nodes: core alone (router driven directly) {1e6 * core_s / args.tasks:6.1f} us/task", flush=True)
-            up, elapsed, virtual_s, lines = simulated(args.tasks, nodes, trace_dir)
+            up, elapsed, virtual_s, lines, split = simulated(args.tasks, nodes, trace_dir, args.split)
             rate = args.tasks / elapsed
             print(
                 f"{nodes:>6} nodes: bring-up {up:7.2f} s | {args.tasks} tasks in {elapsed:7.2f} s = "
@@ -163,6 +215,14 @@ def main() -> None:
                 f"{lines} trace lines",
                 flush=True,
             )
+            if split is not None:
+                per_task = {key: 1e6 * value / args.tasks for key, value in split.items()}
+                rest = 1e6 * elapsed / args.tasks - sum(per_task.values())
+                print(
+                    f"{nodes:>6} nodes: split (us/task): core {per_task['core']:.1f} | trace {per_task['trace']:.1f} | "
+                    f"gc {per_task['gc']:.1f} | simulator and the rest {rest:.1f}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":
