@@ -33,10 +33,12 @@ import hashlib
 import itertools
 import json
 import math
-from collections.abc import Iterable
+import operator
+from collections.abc import Callable, Iterable
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -61,13 +63,41 @@ class TraceLevel(enum.IntEnum):
 
 
 def encode_line(seq: int, t: float, node: str | None, kind: str, fields: dict[str, Any]) -> str:
-    """One trace line (no newline). ``fields`` must not use a reserved key."""
+    """One trace line (no newline). ``fields`` must not use a reserved key.
+
+    The bytes are those of ``_ENCODER.encode`` on the whole record, assembled
+    faster: a cached template per key set puts the values in sorted-key order,
+    and each value is encoded on its own (compact json writes a value the same
+    alone as inside the record).
+    """
+    global _last_time
     t = float(t)
     if not (math.isfinite(t) and t >= 0.0):
         raise ValueError(f"virtual time must be finite and >= 0, got {t!r}")
-    if not RESERVED_KEYS.isdisjoint(fields):
-        clash = sorted(RESERVED_KEYS.intersection(fields))
-        raise ValueError(f"trace fields may not use the reserved keys {clash}")
+    template: _Template | None
+    key = (kind, *fields)
+    try:
+        template = _TEMPLATES[key]
+    except (KeyError, TypeError):  # a new kind or key set, or an unhashable kind
+        template = _template(kind, fields)
+    if template is None:  # a kind or key that is not a plain str: let json sort and convert it
+        return _encode_record(seq, t, node, kind, fields)
+    last_t, t_text = _last_time
+    if t != last_t or not t:  # lines come in bursts at one instant (equal non-zero floats: same repr)
+        t_text = repr(t)
+        _last_time = (t, t_text)
+    fast = _FAST_ENCODERS.get
+    values = [t_text, (fast(node.__class__) or _ENCODER.encode)(node), (fast(seq.__class__) or _ENCODER.encode)(seq)]
+    for value in fields.values():
+        values.append((fast(value.__class__) or _ENCODER.encode)(value))
+    line = template.parts.copy()
+    line[1::2] = template.order(values)
+    return "".join(line)
+
+
+def _encode_record(seq: int, t: float, node: str | None, kind: str, fields: dict[str, Any]) -> str:
+    """The reference encoding: the record as one dict through the sorting encoder."""
+    _check_reserved(fields)
     record = dict(fields)
     record["v"] = SCHEMA_VERSION
     record["t"] = t
@@ -75,6 +105,72 @@ def encode_line(seq: int, t: float, node: str | None, kind: str, fields: dict[st
     record["node"] = node
     record["kind"] = kind
     return _ENCODER.encode(record)
+
+
+def _check_reserved(fields: dict[str, Any]) -> None:
+    if not RESERVED_KEYS.isdisjoint(fields):
+        clash = sorted(RESERVED_KEYS.intersection(fields))
+        raise ValueError(f"trace fields may not use the reserved keys {clash}")
+
+
+class _Template(NamedTuple):
+    """A line for one kind and set of keys: fixed text at even indexes of ``parts``, a value at each odd one.
+
+    ``order`` picks the encoded values, in sorted-key order, out of encode_line's list.
+    """
+
+    parts: list[str]
+    order: Callable[[list[str]], tuple[str, ...]]
+
+
+# Where encode_line puts each reserved value in its list of encoded values (fields follow from 3).
+_RESERVED_INDEX = {"t": 0, "node": 1, "seq": 2}
+_TEMPLATES: dict[tuple[str, ...], _Template] = {}  # (kind, *keys in the caller's order) -> template
+_MAX_TEMPLATES = 10_000  # call sites make a few dozen; a caller with ever-new keys must not grow it forever
+_last_time: tuple[float, str] = (0.0, "0.0")  # encode_line's last virtual time and its text
+
+
+def _template(kind: str, fields: dict[str, Any]) -> _Template | None:
+    """The template for ``kind`` and ``fields``' keys (cached); ``None`` if one is not a plain ``str``."""
+    keys = tuple(fields)
+    cache_key = (kind, *keys)
+    if any(key.__class__ is not str for key in cache_key):
+        return None
+    _check_reserved(fields)
+    index = dict(_RESERVED_INDEX)
+    index.update((key, position) for position, key in enumerate(keys, start=len(index)))
+    fixed = {"v": str(SCHEMA_VERSION), "kind": encode_basestring_ascii(kind)}  # written into the text
+    parts, order = ["{"], []
+    for n, key in enumerate(sorted([*index, *fixed])):
+        parts[-1] += ("," if n else "") + encode_basestring_ascii(key) + ":"
+        if key in fixed:
+            parts[-1] += fixed[key]
+        else:
+            parts += ["", ""]  # the value's slot, then the text after it
+            order.append(index[key])
+    parts[-1] += "}"
+    template = _Template(parts, operator.itemgetter(*order))
+    if len(_TEMPLATES) < _MAX_TEMPLATES:
+        _TEMPLATES[cache_key] = template
+    return template
+
+
+def _encode_float(value: float) -> str:
+    """A finite float as json writes it (``repr``); NaN and infinities get json's own error."""
+    if math.isfinite(value):
+        return repr(value)
+    return _ENCODER.encode(value)
+
+
+# Exact types json writes without looking inside; anything else (subclasses, containers) goes
+# through _ENCODER, whose compact output for a value is the same alone as inside the record.
+_FAST_ENCODERS: dict[type, Callable[[Any], str]] = {
+    str: encode_basestring_ascii,
+    int: repr,
+    float: _encode_float,
+    type(None): "null".format,  # str.format ignores extra arguments: always "null"
+    bool: {True: "true", False: "false"}.__getitem__,
+}
 
 
 class Trace:
@@ -133,15 +229,18 @@ class Trace:
     def digest(self) -> str:
         """sha256 (hex) over every line recorded so far, each followed by a newline."""
         hasher = self._flushed_hash.copy()
-        _hash_lines(hasher, self._pending)
+        pending, batch = self._pending, self.buffer_lines  # in batches: an in-memory trace may be long
+        for start in range(0, len(pending), batch):
+            hasher.update(_text(pending[start : start + batch]).encode("ascii"))
         return hasher.hexdigest()
 
     def flush(self) -> None:
         """Write buffered lines to the file (a no-op for an in-memory trace)."""
         if self._file is None or not self._pending:
             return
-        _hash_lines(self._flushed_hash, self._pending)
-        self._file.write("".join(line + "\n" for line in self._pending))
+        text = _text(self._pending)  # one hash update and one write per batch
+        self._flushed_hash.update(text.encode("ascii"))
+        self._file.write(text)
         self._file.flush()
         self._pending = []
 
@@ -163,6 +262,11 @@ class Trace:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _text(lines: list[str]) -> str:
+    """The bytes of ``lines`` in a trace file: each followed by a newline."""
+    return "\n".join(lines) + "\n" if lines else ""
 
 
 def _hash_lines(hasher: Any, lines: Iterable[str]) -> None:

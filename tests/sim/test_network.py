@@ -125,6 +125,18 @@ def test_set_link_overrides_latency_and_bandwidth_of_one_link() -> None:
     assert log.times() == {"fast": 1.5, "normal": 11.0}
 
 
+def test_a_link_used_before_takes_new_properties_set_while_it_was_idle() -> None:
+    env, net, log = make(bandwidth=1.0)
+    send(net, log, A, B, 10, "before")
+    run_checked(env, net)  # A->B busy then idle (kept for reuse)
+    net.set_link(A, B, latency_s=0.5, bandwidth_bytes_per_s=10.0)
+    at(env, 20.0, lambda: send(net, log, A, B, 10, "after set_link"))
+    at(env, 30.0, lambda: net.set_node_slowdown(B, 4.0))
+    at(env, 40.0, lambda: send(net, log, A, B, 10, "after slowdown"))
+    run_checked(env, net)
+    assert log.times() == {"before": 11.0, "after set_link": 21.5, "after slowdown": 44.5}
+
+
 def test_a_slow_node_stretches_transfers_on_links_touching_it() -> None:
     env, net, log = make(bandwidth=1.0)
     net.set_node_slowdown(B, 2.0)

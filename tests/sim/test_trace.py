@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import os
@@ -49,6 +50,40 @@ def test_field_order_does_not_change_the_bytes() -> None:
     a = encode_line(3, 1.0, "n", "k", {"task": "t", "attempt": 2})
     b = encode_line(3, 1.0, "n", "k", {"attempt": 2, "task": "t"})
     assert a == b
+
+
+class _Level(enum.IntEnum):
+    HIGH = 3
+
+
+class _Mode(str, enum.Enum):
+    HOLD = "hold"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "plain", "", "é\u2028日本\ud800", 'quote" back\\ nl\n nul\x00', "{0} %s", 0, -7, 10**30, True, False, None,
+        0.1 + 0.2, -0.0, 5e-324, 1e300, _Level.HIGH, _Mode.HOLD, ["a", 1, None, [2.5]], (1, 2), {"b": 1, "a": {"z": 0}},
+    ],
+)
+def test_a_line_is_the_reference_json_of_the_record_whatever_the_value(value: object) -> None:
+    fields = {"zeta": value, "alpha": 1, "kind_of": value}
+    record = {**fields, "v": SCHEMA_VERSION, "t": 2.5, "seq": 9, "node": "node-00001", "kind": "k"}
+    expected = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    assert encode_line(9, 2.5, "node-00001", "k", fields) == expected
+    assert encode_line(9, 2.5, "node-00001", "k", fields) == expected  # from the cached template
+
+
+def test_odd_kinds_keys_and_values_are_encoded_or_refused_as_json_does() -> None:
+    line = encode_line(0, 1.0, None, ["k"], {"a": 1})  # type: ignore[arg-type]
+    assert line == '{"a":1,"kind":["k"],"node":null,"seq":0,"t":1.0,"v":1}'
+    with pytest.raises(TypeError, match="not supported between"):  # json cannot sort int and str keys
+        encode_line(0, 1.0, None, "k", {2: "x"})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="Out of range float"):
+        encode_line(0, 1.0, None, "k", {"x": float("nan")})
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        encode_line(0, 1.0, None, "k", {"x": [object()]})
 
 
 def test_the_same_events_give_the_same_bytes_and_digest() -> None:
