@@ -71,6 +71,7 @@ from detray.sim.network import Message, Network
 from detray.sim.objects import ObjectValues, StoredValue
 from detray.sim.records import Exec, SimNode, UnitContext, Waiter
 from detray.sim.refs import RefLedger
+from detray.sim.timers import NORMAL, Timer, schedule_of
 from detray.sim.trace import Trace, TraceLevel
 from detray.sim.usercode import Blocked, Outcome, Runner, Sleep, UnitState, UserCode
 
@@ -107,6 +108,8 @@ class SimCluster:
         self.seed = seed
         self.log_to_driver = log_to_driver
         self.env = simpy.Environment()
+        self._schedule = schedule_of(self.env)
+        self._later_callbacks = (self._later_fired,)
         self.router = Router()
         head = ids.node_id(0)
         self.head = head
@@ -312,11 +315,13 @@ class SimCluster:
         self._handlers[item.__class__](item)
 
     def later(self, delay_s: float, fn: Callable[..., None], *args: Any) -> None:
-        """Enqueue ``fn(*args)`` ``delay_s`` from now (a SimPy timeout, no process)."""
-        timer = self.env.timeout(delay_s)
-        item = (fn, *args)
-        queue = self.queue
-        timer.callbacks.append(lambda _event: queue.append(item))
+        """Enqueue ``fn(*args)`` ``delay_s`` from now (a bare SimPy timer, no process)."""
+        if delay_s < 0:
+            raise ValueError(f"cannot schedule {getattr(fn, '__name__', fn)} {delay_s!r} s in the past")
+        self._schedule(Timer(self._later_callbacks, (fn, *args)), NORMAL, delay_s)
+
+    def _later_fired(self, timer: Timer) -> None:
+        self.queue.append(timer.target)
 
     def run_exec(self, ex: Exec, how: str, value: Any) -> None:
         """Switch into a unit (start, resume or throw) and handle what it hands back."""
@@ -696,7 +701,8 @@ class SimCluster:
             self._pull_failed_now(command)
             return
         self.values.add_copy(command.obj, command.node)
-        self.emit(command.node, "object.copied", level=TraceLevel.DEBUG, obj=command.obj, source=command.source)
+        if self.trace.level >= TraceLevel.DEBUG:
+            self.emit(command.node, "object.copied", level=TraceLevel.DEBUG, obj=command.obj, source=command.source)
         self.feed(E.ObjectCopied(now=self.env.now, stimulus_id=self.sid("copied"), obj=command.obj, node=command.node))
 
     def _pull_failed(self, message: Message) -> None:

@@ -31,7 +31,7 @@ replaces the timer (SimPy timers cannot be cancelled: a stale one sees an
 old generation number and does nothing). A link with one transfer skips the
 clock work when it ends: the link goes idle and its clock with it.
 
-Timers are bare events handed to ``env.schedule`` (``_Timer``), not
+Timers are bare events handed to ``env.schedule`` (``timers.Timer``), not
 ``env.timeout`` plus a closure: the same events at the same instants in the
 same order, for about half the cost.
 
@@ -58,10 +58,11 @@ import enum
 import heapq
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import simpy
-from simpy.events import NORMAL
+
+from detray.sim.timers import NORMAL, Timer, schedule_of
 
 __all__ = [
     "DEFAULT_BANDWIDTH_BYTES_PER_S",
@@ -164,23 +165,6 @@ class Watch:
         self.network._forget_watch(self)
 
 
-class _Timer:
-    """A bare SimPy event for ``env.schedule``: what ``env.timeout(delay)`` plus a closure did, cheaper.
-
-    ``env.step`` reads only ``callbacks`` (a tuple shared by every timer of a
-    kind) and ``_ok``; ``target`` and ``token`` say what the timer is for and
-    whether it is still current (a message's token, a link's generation).
-    """
-
-    __slots__ = ("callbacks", "target", "token")
-    _ok = True  # a timer never fails
-
-    def __init__(self, callbacks: tuple[Callable[[_Timer], None]], target: Any, token: int) -> None:
-        self.callbacks = callbacks
-        self.target = target
-        self.token = token
-
-
 @dataclass(slots=True, eq=False)
 class _Link:
     src: str
@@ -230,8 +214,7 @@ class Network:
         self._held: dict[int, Message] = {}
         self._live: dict[int, Message] = {}  # every live message, in send order
         self._watches: dict[str, list[Watch]] = {}
-        # ``env.schedule`` takes a simpy Event; a _Timer has all of it that ``env.step`` reads.
-        self._schedule = cast(Callable[[_Timer, int, float], None], env.schedule)
+        self._schedule = schedule_of(env)
         self._arrival_callbacks = (self._arrival_timer,)
         self._link_callbacks = (self._link_timer,)
 
@@ -472,7 +455,7 @@ class Network:
             link.active[message.seq] = message
             link.heap.append((remaining, message.seq, message.token, message))
             link.generation += 1
-            self._schedule(_Timer(self._link_callbacks, link, link.generation), NORMAL, remaining / link.bandwidth)
+            self._schedule(Timer(self._link_callbacks, link, link.generation), NORMAL, remaining / link.bandwidth)
             return
         self._advance(link, now)
         message.finish_work = link.work + remaining
@@ -484,9 +467,9 @@ class Network:
         message.state = _PROPAGATING
         message.remaining_bytes = 0.0
         message.token += 1
-        self._schedule(_Timer(self._arrival_callbacks, message, message.token), NORMAL, delay_s)
+        self._schedule(Timer(self._arrival_callbacks, message, message.token), NORMAL, delay_s)
 
-    def _arrival_timer(self, timer: _Timer) -> None:
+    def _arrival_timer(self, timer: Timer) -> None:
         message: Message = timer.target
         if message.token != timer.token or message.state is not _PROPAGATING:
             return  # failed or held since
@@ -580,9 +563,9 @@ class Network:
             return
         rate = link.bandwidth / len(link.active)
         delay_s = max(0.0, head.finish_work - link.work) / rate
-        self._schedule(_Timer(self._link_callbacks, link, link.generation), NORMAL, delay_s)
+        self._schedule(Timer(self._link_callbacks, link, link.generation), NORMAL, delay_s)
 
-    def _link_timer(self, timer: _Timer) -> None:
+    def _link_timer(self, timer: Timer) -> None:
         link: _Link = timer.target
         if link.generation != timer.token:
             return

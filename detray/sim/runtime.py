@@ -238,7 +238,8 @@ class SimRuntime:
             owner_of[obj] = owner
         refs = [ObjectRef(obj, owner) for obj in return_ids]
         cluster._switch_point()  # the return refs count before the task exists
-        cluster.emit(context.node, "task.submitted", level=TraceLevel.DEBUG, task=task, name=name, owner=owner)
+        if cluster.trace.level >= TraceLevel.DEBUG:
+            cluster.emit(context.node, "task.submitted", level=TraceLevel.DEBUG, task=task, name=name, owner=owner)
         cluster.feed(E.TaskSubmitted(now=cluster.env.now, stimulus_id=task, spec=spec, node=context.node))
         if self._argument_handles:
             self._argument_handles.clear()

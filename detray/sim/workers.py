@@ -100,7 +100,8 @@ class Executor:
         self._pid_count += 1
         self.workers[worker] = SimWorker(worker=worker, node=node, pid=PID_BASE + self._pid_count)
         self.c.nodes[node].workers[worker] = None
-        self.c.emit(node, "worker.started", level=TraceLevel.DEBUG, worker=worker)
+        if self.c.trace.level >= TraceLevel.DEBUG:
+            self.c.emit(node, "worker.started", level=TraceLevel.DEBUG, worker=worker)
 
     def worker_alive(self, worker: WorkerID) -> bool:
         rec = self.workers.get(worker)
