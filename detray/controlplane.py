@@ -50,7 +50,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +97,7 @@ DEFAULT_CONNECT_TIMEOUT_S = 2.0
 DEFAULT_SOCKET_TIMEOUT_S = 10.0
 DEFAULT_MAX_RECORDS = 500
 DEFAULT_MAX_LAG_S = 1.0
+_NODES_PER_ROUND_TRIP = 1000
 NAME_RELEASE_ATTEMPTS_MAX = 16
 
 _JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
@@ -234,19 +235,27 @@ class ControlPlane:
 
     def put_node(self, record: NodeRecord) -> None:
         """Write a node's record and announce it on ``ch:nodes``, in one round trip."""
-        fields = {
-            "incarnation": str(record.incarnation),
-            "resources": _JSON.encode(record.resources),
-            "state": record.state,
-            "address": record.address,
-        }
-        message = {"node": record.node_id, "incarnation": record.incarnation, "state": record.state}
+        self.put_nodes([record])
+
+    def put_nodes(self, records: Sequence[NodeRecord]) -> None:
+        """`put_node` for each record, in order, in one round trip per 1,000 records
+        (a cluster coming up registers all its nodes at once)."""
         with self._guard():
-            pipe = self.client.pipeline(transaction=True)
-            pipe.hset(self.keys.node(record.node_id), mapping=fields)
-            pipe.sadd(self.keys.nodes(), record.node_id)
-            pipe.publish(self.keys.channel("nodes"), _JSON.encode(message))
-            pipe.execute()
+            for start in range(0, len(records), _NODES_PER_ROUND_TRIP):
+                batch = records[start : start + _NODES_PER_ROUND_TRIP]
+                pipe = self.client.pipeline(transaction=True)
+                pipe.sadd(self.keys.nodes(), *[record.node_id for record in batch])
+                for record in batch:
+                    fields = {
+                        "incarnation": str(record.incarnation),
+                        "resources": _JSON.encode(record.resources),
+                        "state": record.state,
+                        "address": record.address,
+                    }
+                    message = {"node": record.node_id, "incarnation": record.incarnation, "state": record.state}
+                    pipe.hset(self.keys.node(record.node_id), mapping=fields)
+                    pipe.publish(self.keys.channel("nodes"), _JSON.encode(message))
+                pipe.execute()
 
     def get_node(self, node_id: str) -> NodeRecord | None:
         with self._guard():

@@ -70,6 +70,23 @@ def test_node_records_round_trip_sorted_by_id(plane: ControlPlane, server: Any) 
     assert plane.get_node("node-00009") is None
 
 
+def test_nodes_written_together_are_each_recorded_and_announced_in_order(
+    plane: ControlPlane, server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(controlplane, "_NODES_PER_ROUND_TRIP", 2)  # 5 records cross two batch edges
+    records = [
+        NodeRecord(node_id=f"node-{index:05d}", incarnation=1, resources={"CPU": float(index)}, state="ALIVE")
+        for index in (3, 0, 4, 1, 2)
+    ]
+    subscription = other_client(server).subscribe(["nodes"])
+    plane.put_nodes(records)
+    assert other_client(server).get_nodes() == sorted(records, key=lambda record: record.node_id)
+    assert [message.data["node"] for message in subscription.drain()] == [record.node_id for record in records]
+    plane.put_nodes([])  # nothing to write: no error, no message
+    assert subscription.drain() == []
+    subscription.close()
+
+
 def test_actor_records_round_trip_with_absent_fields(plane: ControlPlane) -> None:
     pending = ActorRecord(actor_id="Aabc", state="PENDING_CREATION", name="counter", namespace="ns")
     plane.put_actor(pending)
