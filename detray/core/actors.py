@@ -255,7 +255,7 @@ class ActorManager:
 
     def handle(self, event: Event) -> list[Command]:
         """Apply one event; return the commands it causes (same events, same commands)."""
-        handler = self._handlers.get(type(event))
+        handler = self._handlers.get(event.__class__)
         if handler is None:
             raise TypeError(f"ActorManager does not handle {type(event).__name__}")
         return handler(event)

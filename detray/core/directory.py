@@ -201,18 +201,16 @@ from detray.core.events import (
     WaiterCancelled,
 )
 from detray.core.ids import NodeID, ObjectID, TaskID
+from detray.core.records import builder
 
 
-_new = object.__new__
-"""Records built on the hot path are made as ``record = _new(Cls)`` then
-``Cls.__init__(record, **fields)``: the same object as ``Cls(**fields)``, but calling a
-class with keywords packs them into a dict first, which costs a third more."""
-
-_init_request = ObjectsRequested.__init__
-_init_cancelled = WaiterCancelled.__init__
-_init_fetched = ArgumentsFetched.__init__
-_init_wake = WakeWaiter.__init__
-_init_delete = DeleteCopy.__init__
+# Records built on the hot path: ``records.builder`` (positional, in the order named).
+_build_request = builder(ObjectsRequested, "now", "stimulus_id", "waiter", "node", "objects", "num_required", "fetch")
+_build_cancelled = builder(WaiterCancelled, "now", "stimulus_id", "waiter")
+_build_fetched = builder(ArgumentsFetched, "now", "stimulus_id", "task", "attempt", "node", "failure")
+_build_wake = builder(WakeWaiter, "stimulus_id", "waiter", "ready", "failed")
+_build_delete = builder(DeleteCopy, "stimulus_id", "obj", "node", "reason")
+_build_pull = builder(PullObject, "stimulus_id", "obj", "source", "node", "size_bytes")
 
 PULL_RETRY_S = 1.0
 """Delay before pulling again from holders that all failed (a partition may heal)."""
@@ -434,46 +432,23 @@ def parse_fetch_waiter(waiter: str) -> tuple[TaskID, int, NodeID] | None:
 
 def fetch_request(command: FetchArguments, now: float) -> ObjectsRequested:
     """``FetchArguments`` as the directory's event: every argument, local to the node."""
-    request = _new(ObjectsRequested)
-    _init_request(
-        request,
-        now=now,
-        stimulus_id=command.stimulus_id,
-        waiter=fetch_waiter_id(command.task, command.attempt, command.node),
-        node=command.node,
-        objects=command.objects,
-        num_required=len(command.objects),
-        fetch=True,
-    )
+    waiter = fetch_waiter_id(command.task, command.attempt, command.node)
+    objects = command.objects
+    request = _build_request(now, command.stimulus_id, waiter, command.node, objects, len(objects), True)
     return request
 
 
 def existence_request(command: RequestObjects, now: float) -> ObjectsRequested:
     """``RequestObjects`` as the directory's event: wake when all exist (no fetch)."""
-    request = _new(ObjectsRequested)
-    _init_request(
-        request,
-        now=now,
-        stimulus_id=command.stimulus_id,
-        waiter=command.waiter,
-        node=command.node,
-        objects=command.objects,
-        num_required=len(command.objects),
-        fetch=False,
-    )
+    request = _build_request(now, command.stimulus_id, command.waiter, command.node, command.objects, len(command.objects), False)
     return request
 
 
 def argument_release(command: ReleaseArguments, now: float) -> WaiterCancelled:
     """``ReleaseArguments`` as the directory's event: cancel the attempt's fetch waiter
     (still waiting) or release the holds of its answered fetch."""
-    cancelled = _new(WaiterCancelled)
-    _init_cancelled(
-        cancelled,
-        now=now,
-        stimulus_id=command.stimulus_id,
-        waiter=fetch_waiter_id(command.task, command.attempt, command.node),
-    )
+    waiter = fetch_waiter_id(command.task, command.attempt, command.node)
+    cancelled = _build_cancelled(now, command.stimulus_id, waiter)
     return cancelled
 
 
@@ -498,16 +473,8 @@ def arguments_fetched(wake: WakeWaiter, now: float) -> ArgumentsFetched | None:
     if parsed is None:
         return None
     task, attempt, node = parsed
-    fetched = _new(ArgumentsFetched)
-    _init_fetched(
-        fetched,
-        now=now,
-        stimulus_id=wake.stimulus_id,
-        task=task,
-        attempt=attempt,
-        node=node,
-        failure=wake.failed[0][1] if wake.failed else None,
-    )
+    failure = wake.failed[0][1] if wake.failed else None
+    fetched = _build_fetched(now, wake.stimulus_id, task, attempt, node, failure)
     return fetched
 
 
@@ -571,7 +538,7 @@ class ObjectDirectory:
 
     def handle(self, event: Event) -> list[Command]:
         """Apply ``event``; return the commands it causes (each with its stimulus id)."""
-        handler = self._handlers.get(type(event))
+        handler = self._handlers.get(event.__class__)
         if handler is None:
             raise TypeError(f"the object directory does not handle {type(event).__name__}")
         out: list[Command] = []
@@ -860,9 +827,10 @@ class ObjectDirectory:
             self._emit_delete(obj, node, "copy not expected (no pull in flight)")
             return
         self._end_pull(rec, node)
-        self._clear_trouble(rec, node)
+        if rec.failed_sources:  # else no trouble to clear (timers and stores go with them)
+            self._clear_trouble(rec, node)
         if self._place_secondary(rec, node):
-            self._log(obj, "copied to %s", node)
+            self._story.append((obj, self._sid, "copied to %s", (node,)))  # ``_log``
         else:
             self.stats["copies_dropped_no_room"] += 1
             store = self._stores[node]
@@ -1149,20 +1117,27 @@ class ObjectDirectory:
         satisfied: list[_Waiter] = []
         dests: dict[NodeID, None] = {}
         needed = False
+        waiters = self._waiters
         for wid in rec.waiters:
-            w = self._waiters[wid]
+            w = waiters[wid]
             self._resolve(w, rec)
+            ready = w.ready
+            failed = w.failed
             if w.in_line:
                 self._mark(w.node)  # what it needs may have changed
-            if len(w.ready) + len(w.failed) >= w.required:
+            if len(ready) + len(failed) >= w.required:
                 satisfied.append(w)
-            elif obj not in w.ready and obj not in w.failed:
+            elif obj not in ready and obj not in failed:
                 needed = True
                 if w.fetch and not w.in_line:
                     dests[w.node] = None
         for w in satisfied:
             self._wake(w)
-        self._pursue(rec, sorted(dests), needed)
+        if rec.status is _AVAILABLE:  # ``_pursue``, its common case inline
+            for dest in sorted(dests) if len(dests) > 1 else dests:
+                self._ensure_local(rec, dest)
+        elif needed or not rec.waiters:
+            self._pursue(rec, sorted(dests), needed)
 
     def _pursue(self, rec: _Object, dests: Iterable[NodeID], needed: bool) -> None:
         """Act for waiters still waiting on ``rec``: fetch it, or report it lost."""
@@ -1262,8 +1237,7 @@ class ObjectDirectory:
                     primaries.move_to_end(obj)
         self.stats["wakes"] += 1
         self._log(w.waiter, "woken: %s ready, %s failed", len(ready), len(failed))
-        wake = _new(WakeWaiter)
-        _init_wake(wake, stimulus_id=self._sid, waiter=w.waiter, ready=ready, failed=failed)
+        wake = _build_wake(self._sid, w.waiter, ready, failed)
         self._out.append(wake)
 
     def _forget_waiter(self, w: _Waiter) -> None:
@@ -1536,7 +1510,9 @@ class ObjectDirectory:
         if copy.holds == 1:
             store = self._stores[node]
             if store.spill_enabled or node != rec.primary:  # else pinned already
-                self._pin(store, rec.size_bytes)
+                store.pinned_bytes += rec.size_bytes  # ``_pin``, inline
+                if store.room_line or store.restores_waiting:
+                    self._marked[node] = None
 
     def _unhold(self, rec: _Object, node: NodeID) -> None:
         copy = rec.copies[node]
@@ -1544,7 +1520,9 @@ class ObjectDirectory:
         if copy.holds == 0:
             store = self._stores[node]
             if store.spill_enabled or node != rec.primary:
-                self._pin(store, -rec.size_bytes)
+                store.pinned_bytes -= rec.size_bytes  # ``_pin``, inline
+                if store.room_line or store.restores_waiting:
+                    self._marked[node] = None
 
     def _fetch_move(self, w: _Waiter, new: FetchState, why: str, *args: object) -> None:
         """Move an argument fetch; ``why % args`` is its story line (formatted when read)."""
@@ -1578,29 +1556,26 @@ class ObjectDirectory:
         tried = rec.failed_sources.get(dest)
         source: NodeID | None = None
         any_holder = False
-        for node in sorted(rec.copies):
-            if rec.copies[node].state is _IN_MEMORY:
+        copies = rec.copies
+        for node in sorted(copies) if len(copies) > 1 else copies:
+            if copies[node].state is _IN_MEMORY:
                 any_holder = True
                 if tried is None or node not in tried:
                     source = node
                     break
         if source is not None:
+            obj = rec.obj
+            size = rec.size_bytes
+            sid = self._sid
             rec.pulls[dest] = source
             dest_store = self._stores[dest]
-            dest_store.incoming[rec.obj] = None
-            self._inbound(dest_store, rec.size_bytes)
+            dest_store.incoming[obj] = None
+            self._inbound(dest_store, size)
             self._hold(rec, source)
             self.stats["pulls"] += 1
-            self._log(rec.obj, "pull from %s to %s", source, dest)
-            self._out.append(
-                PullObject(
-                    stimulus_id=self._sid,
-                    obj=rec.obj,
-                    source=source,
-                    node=dest,
-                    size_bytes=rec.size_bytes,
-                )
-            )
+            self._story.append((obj, sid, "pull from %s to %s", (source, dest)))  # ``_log``
+            pull = _build_pull(sid, obj, source, dest, size)
+            self._out.append(pull)
         elif any_holder:
             rec.retry_timers[dest] = None
             self.stats["pull_retry_timers"] += 1
@@ -1683,11 +1658,13 @@ class ObjectDirectory:
 
     def _place_secondary(self, rec: _Object, node: NodeID) -> bool:
         store = self._stores[node]
-        if rec.size_bytes > store.capacity_bytes or not self._make_room(store, rec.size_bytes):
+        size = rec.size_bytes
+        capacity = store.capacity_bytes
+        if size > capacity or (store.used_bytes + size > capacity and not self._make_room(store, size)):
             return False
         rec.copies[node] = _Copy()
         store.secondaries[rec.obj] = None
-        store.used_bytes += rec.size_bytes
+        store.used_bytes += size
         return True
 
     def _make_room(self, store: _Store, size: int) -> bool:
@@ -1815,8 +1792,7 @@ class ObjectDirectory:
         rec.primary = None
 
     def _emit_delete(self, obj: ObjectID, node: NodeID, reason: str) -> None:
-        delete = _new(DeleteCopy)
-        _init_delete(delete, stimulus_id=self._sid, obj=obj, node=node, reason=reason)
+        delete = _build_delete(self._sid, obj, node, reason)
         self._out.append(delete)
 
     def _store_full(self, rec: _Object, store: _Store, what: str) -> Failure:
@@ -1857,12 +1833,13 @@ class ObjectDirectory:
 
     def _set_status(self, rec: _Object, new: ObjectStatus, why: str, *args: object) -> None:
         """Move ``rec``; its story line ends with ``why % args`` (``why`` as is without args)."""
-        if (rec.status._value_, new._value_) not in _LEGAL:
+        old = rec.status._value_
+        if (old, new._value_) not in _LEGAL:
             self._check_transition(rec, new)  # raises
-        if args:
-            self._log(rec.obj, "%s -> %s: " + why, rec.status._value_, new._value_, *args)
+        if args:  # ``_log``, inline
+            self._story.append((rec.obj, self._sid, "%s -> %s: " + why, (old, new._value_, *args)))
         else:
-            self._log(rec.obj, "%s -> %s: %s", rec.status._value_, new._value_, why)
+            self._story.append((rec.obj, self._sid, "%s -> %s: %s", (old, new._value_, why)))
         rec.status = new
 
     def _set_copy_state(self, rec: _Object, node: NodeID, copy: _Copy, new: CopyState) -> None:

@@ -77,6 +77,13 @@ def creating_task(obj: ObjectID) -> TaskID:
     return TaskID(obj.rpartition(".")[0])
 
 
+def returning_task(obj: ObjectID) -> TaskID | None:
+    """The task ``obj`` is a return value of; None for a put (``is_put`` and
+    ``creating_task`` in one step, for the hot path)."""
+    task, _, index = obj.rpartition(".")
+    return None if index.startswith(_PUT_MARK) else TaskID(task)
+
+
 def object_index(obj: ObjectID) -> int:
     """The 1-based return or put index of ``obj``."""
     return int(obj.rpartition(".")[2][1:])

@@ -76,6 +76,7 @@ def _check_shared_view(router: Router) -> None:
         assert router.table.incarnation_of(node) == scheduler.incarnation, f"{node}: table incarnation"
     waiting = [node for node, s in router.schedulers.items() if s.waits_for_view()]
     assert router._watchers == waiting, f"watchers {router._watchers} != waiting schedulers {waiting}"
+    assert router._watching == set(waiting), f"watching {router._watching} != waiting schedulers {waiting}"
 
 
 def _check_attempts_on_live_nodes(router: Router) -> None:

@@ -57,7 +57,7 @@ from typing import Protocol
 
 from detray.core.errors import ErrorKind, Failure, failure
 from detray.core.ids import NodeID
-from detray.core.resources import as_floats
+from detray.core.resources import as_floats, fits
 from detray.core.specs import (
     DefaultStrategy,
     NodeAffinityStrategy,
@@ -191,7 +191,11 @@ class DefaultPolicy:
             # Soft affinity that cannot be honoured: the default policy, without locality.
         if request.hops >= self.hop_cap:
             return self._pinned_by_hops(request, view)
-        if request.hops >= self.max_hops and view.feasible(view.local, need) and not request.spill_only:
+        if request.spill_only and not view.table.has_room_besides(view.local) and _asks_for_something(need):
+            # What follows only answers FORWARD to another node available now for ``need``,
+            # and a node without room has nothing available: the common answer, at once.
+            return STAY
+        if request.hops >= self.max_hops and not request.spill_only and view.feasible_here(need):
             # Pinned on arrival (no bouncing between views that disagree); once queued it may
             # still spill to a node available now, or it could wait forever behind work that
             # never ends (actors holding the CPUs) while other nodes idle.
@@ -204,7 +208,7 @@ class DefaultPolicy:
         return self._hybrid(request, view, locality=locality)
 
     def _pinned_by_hops(self, request: PlacementRequest, view: ClusterView) -> Placement:
-        if view.feasible(view.local, request.spec.placement):
+        if view.feasible_here(request.spec.placement):
             return STAY if request.spill_only else LOCAL
         spec = request.spec
         return Placement(
@@ -237,22 +241,14 @@ class DefaultPolicy:
         if not spill and view.available_now(local, need):
             best, best_score = local, self._score(local, view)
         if best_score > 0.0:
-            # Others with room, best first (below the threshold by id, then by utilization).
-            threshold = self.spread_threshold
-            for node, used in view.table.with_room(threshold):
-                if node == local:
-                    continue
-                score = 0.0 if used < threshold else used
-                if score >= best_score:
-                    break
-                if view.available_now(node, need):
-                    best, best_score = node, score
-                    break
+            other, score = self._first_other_with_room(view, need, best_score)
+            if other is not None:
+                best, best_score = other, score
         if best is not None:
             return _to(best, view, "hybrid")
         if spill:
             return STAY
-        if view.feasible(view.local, need):
+        if view.feasible_here(need):
             return LOCAL
         for node in view.order:
             if not view.feasible(node, need):
@@ -263,6 +259,38 @@ class DefaultPolicy:
         if best is None:
             return INFEASIBLE
         return _to(best, view, "hybrid (busy)")
+
+    def _first_other_with_room(
+        self, view: ClusterView, need: Mapping[str, int], best_score: float
+    ) -> tuple[NodeID | None, float]:
+        """The best node but the local one that is available now for ``need`` and scores
+        below ``best_score``, with its score: nodes with room, below the threshold by id,
+        then by utilization (``ResourceTable.with_room``); (None, best_score) if none."""
+        local = view.local
+        threshold = self.spread_threshold
+        table = view.table
+        if threshold != table.threshold:
+            for node, used in table.with_room(threshold):
+                if node == local:
+                    continue
+                score = 0.0 if used < threshold else used
+                if score >= best_score:
+                    break
+                if view.available_now(node, need):
+                    return node, score
+            return None, best_score
+        # The table's own indexes, read in place (no generator): ``low`` scores 0.0 (below
+        # ``best_score``, which is positive), ``high`` scores its utilization, ascending.
+        nodes = table.nodes
+        for node in table.low:
+            if node != local and fits(need, nodes[node].available):
+                return node, 0.0
+        for used, node in table.high:
+            if used >= best_score:
+                break
+            if node != local and fits(need, nodes[node].available):
+                return node, used
+        return None, best_score
 
     def _spread(self, request: PlacementRequest, view: ClusterView) -> Placement:
         need = request.spec.placement
@@ -280,6 +308,14 @@ class DefaultPolicy:
                     self.spread_cursor = index + 1
                     return _to(node, view, "spread")
         return STAY if request.spill_only else INFEASIBLE
+
+
+def _asks_for_something(need: Mapping[str, int]) -> bool:
+    """Some quantity of ``need`` is positive (a node with nothing available cannot fit it)."""
+    for amount in need.values():
+        if amount > 0:
+            return True
+    return False
 
 
 def _most_bytes(

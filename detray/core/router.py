@@ -36,6 +36,7 @@ from detray.core.actors import ActorManager
 from detray.core.directory import ObjectDirectory
 from detray.core.ids import NodeID, node_of_worker
 from detray.core.policy import SchedulingPolicy
+from detray.core.records import builder
 from detray.core.scheduler import Scheduler
 from detray.core.specs import TaskKind
 from detray.core.tasks import WAITER_PREFIX as TASK_WAITER_PREFIX
@@ -47,14 +48,11 @@ _FAILED = TaskState.FAILED
 _CANCELLED = TaskState.CANCELLED
 _NORMAL = TaskKind.NORMAL
 
-_new = object.__new__
-"""Records built on the hot path are made as ``record = _new(Cls)`` then
-``Cls.__init__(record, **fields)``: the same object as ``Cls(**fields)``, but calling a
-class with keywords packs them into a dict first, which costs a third more."""
-
-_init_arrival = E.TaskArrived.__init__
-_init_ready = E.ArgumentsReady.__init__
-_init_freed = E.ObjectFreed.__init__
+# Records built on the hot path: ``records.builder`` (positional, in the order named).
+_build_arrival = builder(E.TaskArrived, "now", "stimulus_id", "spec", "attempt", "node", "arg_bytes_by_node", "hops")
+_build_ready = builder(E.ArgumentsReady, "now", "stimulus_id", "waiter", "ready", "failed")
+_build_freed = builder(E.ObjectFreed, "now", "stimulus_id", "obj")
+_build_report = builder(E.NodeResourcesReported, "now", "stimulus_id", "node", "incarnation", "available")
 
 CASCADE_STEPS_MAX = 1_000_000
 """A cascade longer than this is a bug (a routing loop), not a big cluster."""
@@ -108,6 +106,8 @@ class Router:
         self._watchers: list[NodeID] = []
         """Nodes whose scheduler waits for the view to change (sorted): only they hear of
         joins and reports, so a report costs what it changes, not one call per node."""
+        self._watching: set[NodeID] = set()
+        """``_watchers`` as a set (a membership test without a search)."""
         self.incarnations: dict[NodeID, int] = {}
         """Latest incarnation seen of every node, live or dead."""
         self.stats: Counter[str] = Counter()
@@ -151,7 +151,10 @@ class Router:
             for command in deliver(current):
                 kind = command.__class__
                 convert = conversion.get(kind)
-                converted = convert(self, command, now) if convert is not None else None
+                if convert is None:
+                    external.append(command)
+                    continue
+                converted = convert(self, command, now)
                 if converted is None:
                     external.append(command)
                     continue
@@ -171,18 +174,11 @@ class Router:
     def arrival(self, forward: C.ForwardTask, *, now: float) -> E.TaskArrived:
         """The ``TaskArrived`` a driver delivers when a ``ForwardTask`` reaches its node
         (with a fresh locality hint)."""
-        arrival = _new(E.TaskArrived)
-        _init_arrival(
-            arrival,
-            now=now,
-            stimulus_id=forward.stimulus_id,
-            spec=forward.spec,
-            attempt=forward.attempt,
-            node=forward.to_node,
-            arg_bytes_by_node=self.directory.bytes_by_node(forward.spec.args),
-            hops=forward.hops,
+        args = forward.spec.args
+        arg_bytes_by_node = self.directory.bytes_by_node(args) if args else ()
+        return _build_arrival(
+            now, forward.stimulus_id, forward.spec, forward.attempt, forward.to_node, arg_bytes_by_node, forward.hops
         )
-        return arrival
 
     def is_live(self, node: NodeID) -> bool:
         return node in self.schedulers
@@ -201,12 +197,19 @@ class Router:
     def _at_scheduler(self, scheduler: Scheduler, event: E.Event) -> list[C.Command]:
         """``event`` to one scheduler (``_machines`` with one scheduler, on the hot path)."""
         out = scheduler.handle(event)
+        node = scheduler.node
+        self.touched[node] = scheduler
+        # ``_watch``, inlined for its common outcome: nothing changes.
+        if scheduler.waits_for_view():
+            if node in self._watching and self.schedulers.get(node) is scheduler:
+                return out
+        elif node not in self._watching:
+            return out
         self._watch(scheduler)
-        self.touched[scheduler.node] = scheduler
         return out
 
     def _watch(self, scheduler: Scheduler) -> None:
-        """Keep ``_watchers`` exact after ``scheduler`` handled an event."""
+        """Keep ``_watchers`` (and ``_watching``) exact after ``scheduler`` handled an event."""
         watchers = self._watchers
         waits = scheduler.waits_for_view()
         if not waits and not watchers:
@@ -217,8 +220,10 @@ class Router:
         if waits and self.schedulers.get(node) is scheduler:
             if not listed:
                 watchers.insert(at, node)
+                self._watching.add(node)
         elif listed:
             del watchers[at]
+            self._watching.discard(node)
 
     def _to_watchers(self, event: E.Event, but: NodeID) -> list[C.Command]:
         """``event`` (a view change) to every waiting scheduler but ``but``'s, by node id."""
@@ -256,8 +261,7 @@ class Router:
         return self._machines(event, *self._node_scheduler(event), self.tasks, self.actors)
 
     def _to_task_outcome(self, event: E.Event) -> list[C.Command]:
-        # TaskStarted/Finished/Failed: release on the node, settle the task, then
-        # record the returns -- only those of the result the owner accepted.
+        # TaskStarted/Finished/Failed: release on the node, settle the task (TaskStarted: all).
         assert isinstance(event, (E.TaskStarted, E.TaskFinished, E.TaskFailed))
         scheduler = self.schedulers.get(event.node)
         if scheduler is None:
@@ -265,14 +269,18 @@ class Router:
             out = self.tasks.handle(event)
         else:
             out = self._at_scheduler(scheduler, event)
-            out.extend(self.tasks.handle(event))
-        out.extend(self.actors.handle(event))
-        if event.__class__ is E.TaskStarted:
-            return out
+            out += self.tasks.handle(event)
+        out += self.actors.handle(event)
+        return out
+
+    def _to_task_result(self, event: E.Event) -> list[C.Command]:
+        # TaskFinished/Failed: as TaskStarted, then record the returns -- only those of the
+        # result the owner accepted.
         assert isinstance(event, (E.TaskFinished, E.TaskFailed))
+        out = self._to_task_outcome(event)
         if event.return_sizes:
             if self._result_accepted(event):
-                out.extend(self.directory.handle(event))
+                out += self.directory.handle(event)
             else:
                 # A stale result, or an error the owner retries: its stored values
                 # must not become the objects' values (nor leak in the store).
@@ -281,38 +289,33 @@ class Router:
                     C.DeleteCopy(stimulus_id=event.stimulus_id, obj=obj, node=event.node, reason="result not accepted")
                     for obj, _size in event.return_sizes
                 )
-        if self.report_on_release and self._watchers:
-            out.extend(self._report_release(event))
+        if self._watchers and self.report_on_release:
+            self._report_release(event, out)
         return out
 
-    def _report_release(self, event: E.Event) -> list[C.Command]:
+    def _report_release(self, event: E.TaskFinished | E.TaskFailed, out: list[C.Command]) -> None:
         """A task ended on a node with nothing waiting there: the node's room is told at
         once to the scheduler of the task's owner, if work waits there (Ray: the owner
         gets its lease back and reuses it for its next queued task), instead of at the
         next periodic report. Only the owner's node hears it: offering the room to every
         waiting scheduler made queued work hop from node to node."""
-        node: NodeID = getattr(event, "node")
+        node = event.node
         scheduler = self.schedulers.get(node)
         if scheduler is None or scheduler.queue_length():
-            return []
-        owner = self.tasks.owner_of(getattr(event, "task"))
+            return
+        owner = self.tasks.owner_of(event.task)
         if owner is None:
-            return []
+            return
         owner_node = node_of_worker(owner)
-        owner_scheduler = self.schedulers.get(owner_node)
-        if owner_node == node or owner_scheduler is None or not owner_scheduler.waits_for_view():
-            return []
-        report = E.NodeResourcesReported(
-            now=event.now,
-            stimulus_id=event.stimulus_id,
-            node=node,
-            incarnation=scheduler.incarnation,
-            available=scheduler.available(),
-        )
-        if self.table.report(node, scheduler.incarnation, report.available) != "ok":
-            return []
+        if owner_node == node or owner_node not in self._watching:
+            return  # (a node is watched exactly while its live scheduler waits for the view)
+        owner_scheduler = self.schedulers[owner_node]
+        available = scheduler.available()
+        if self.table.report(node, scheduler.incarnation, available) != "ok":
+            return
+        report = _build_report(event.now, event.stimulus_id, node, scheduler.incarnation, available)
         self.stats["reports_on_release"] += 1
-        return self._at_scheduler(owner_scheduler, report)
+        out += self._at_scheduler(owner_scheduler, report)
 
     def _result_accepted(self, event: E.TaskFinished | E.TaskFailed) -> bool:
         """True when the task manager settled the task with this very attempt."""
@@ -397,16 +400,10 @@ class Router:
 
     def _schedule(self, command: C.Command, now: float) -> list[E.Event]:
         assert isinstance(command, C.ScheduleTask)
-        arrival = _new(E.TaskArrived)
-        _init_arrival(
-            arrival,
-            now=now,
-            stimulus_id=command.stimulus_id,
-            spec=command.spec,
-            attempt=command.attempt,
-            node=command.node,
-            arg_bytes_by_node=self.directory.bytes_by_node(command.spec.args),
-            hops=0,
+        args = command.spec.args
+        arg_bytes_by_node = self.directory.bytes_by_node(args) if args else ()
+        arrival = _build_arrival(
+            now, command.stimulus_id, command.spec, command.attempt, command.node, arg_bytes_by_node, 0
         )
         if not self.schedulers and command.node not in self.incarnations:
             self._parked.append(arrival)
@@ -417,15 +414,7 @@ class Router:
     def _wake(self, command: C.Command, now: float) -> list[E.Event] | None:
         assert isinstance(command, C.WakeWaiter)
         if command.waiter.startswith(TASK_WAITER_PREFIX):
-            ready = _new(E.ArgumentsReady)
-            _init_ready(
-                ready,
-                now=now,
-                stimulus_id=command.stimulus_id,
-                waiter=command.waiter,
-                ready=command.ready,
-                failed=command.failed,
-            )
+            ready = _build_ready(now, command.stimulus_id, command.waiter, command.ready, command.failed)
             return [ready]
         if command.waiter.startswith(D.FETCH_WAITER_PREFIX):
             fetched = D.arguments_fetched(command, now)
@@ -493,8 +482,7 @@ def _failed(router: Router, c: C.Command, now: float) -> list[E.Event]:
 
 def _freed(router: Router, c: C.Command, now: float) -> list[E.Event]:
     assert isinstance(c, C.FreeObject)
-    freed = _new(E.ObjectFreed)
-    _init_freed(freed, now=now, stimulus_id=c.stimulus_id, obj=c.obj)
+    freed = _build_freed(now, c.stimulus_id, c.obj)
     return [freed]
 
 
@@ -557,8 +545,8 @@ _DELIVERY: dict[type[E.Event], _Deliver] = {
     E.ArgumentsFetched: Router._to_node_scheduler,
     E.ArgumentsMissing: Router._to_node_scheduler,
     E.TaskStarted: Router._to_task_outcome,
-    E.TaskFinished: Router._to_task_outcome,
-    E.TaskFailed: Router._to_task_outcome,
+    E.TaskFinished: Router._to_task_result,
+    E.TaskFailed: Router._to_task_result,
     E.TaskWithdrawn: Router._to_withdrawal,
     E.TaskUnschedulable: Router._to_tasks_and_actors,
     E.CancelRequested: Router._to_tasks,

@@ -82,20 +82,18 @@ from detray.core.policy import (
     PlacementRequest,
     SchedulingPolicy,
 )
+from detray.core.records import builder
 from detray.core.view import ClusterView, NodeView, ResourceTable
 from detray.core.resources import CPU, GPU, UNIT, Allocation, NodeResources, Units, add, as_floats
 from detray.core.specs import DefaultStrategy, SchedulingStrategy, TaskKind, TaskSpec
 
 
-_new = object.__new__
-"""Records built on the hot path are made as ``record = _new(Cls)`` then
-``Cls.__init__(record, **fields)``: the same object as ``Cls(**fields)``, but calling a
-class with keywords packs them into a dict first, which costs a third more."""
-
-_init_fetch = C.FetchArguments.__init__
-_init_forward = C.ForwardTask.__init__
-_init_start = C.StartTask.__init__
-_init_release = C.ReleaseArguments.__init__
+# Records built on the hot path: ``records.builder`` (positional, in the order named).
+_build_fetch = builder(C.FetchArguments, "stimulus_id", "task", "attempt", "node", "objects")
+_build_forward = builder(C.ForwardTask, "stimulus_id", "spec", "attempt", "from_node", "to_node", "hops")
+_build_start = builder(C.StartTask, "stimulus_id", "spec", "attempt", "node", "worker", "gpu_ids")
+_build_release = builder(C.ReleaseArguments, "stimulus_id", "task", "attempt", "node")
+_build_placement_request = builder(PlacementRequest, "spec", "hops", "arg_bytes_by_node", "spill_only")
 
 STORY_LINES_MAX = 20_000
 DONE_ATTEMPTS_MAX = 100_000
@@ -340,8 +338,8 @@ class Scheduler:
             E.ArgumentsFetched: self._on_arguments_fetched,
             E.ArgumentsMissing: self._on_arguments_missing,
             E.TaskStarted: self._on_task_started,
-            E.TaskFinished: self._on_task_finished,
-            E.TaskFailed: self._on_task_failed,
+            E.TaskFinished: self._on_result,
+            E.TaskFailed: self._on_result,
             E.TaskWithdrawn: self._on_task_withdrawn,
             E.WorkerStarted: self._on_worker_started,
             E.WorkerDied: self._on_worker_died,
@@ -359,7 +357,7 @@ class Scheduler:
 
     def handle(self, event: E.Event) -> list[C.Command]:
         """Apply one event; return the commands it causes (all with its stimulus_id)."""
-        kind = type(event)
+        kind = event.__class__
         handler = self._handlers.get(kind)
         if handler is None:
             raise TypeError(f"Scheduler does not handle {kind.__name__}")
@@ -480,21 +478,25 @@ class Scheduler:
         resources = _shape(spec.resources)
         placement = spec.placement_resources
         strategy = spec.strategy
+        hops = ev.hops
         cls: _ClassKey = (
             resources if placement is None else _shape(placement),
             resources,
             strategy.name if strategy.__class__ is DefaultStrategy else strategy,
-            ev.hops,
+            hops,
         )
-        rec = _Attempt(spec, ev.attempt, self._seq, ev.hops, ev.arg_bytes_by_node, cls, key)
+        attempt = ev.attempt
+        rec = _Attempt(spec, attempt, self._seq, hops, ev.arg_bytes_by_node, cls, key)
         self._tasks[key] = rec
         if live:
-            live.append(ev.attempt)
+            live.append(attempt)
         else:
-            self._attempts[spec.task_id] = [ev.attempt]
-        self._log(spec.task_id, ev.stimulus_id, "attempt %s arrived (hops %s)", ev.attempt, ev.hops)
-        self._place(rec, ev.stimulus_id, out)
-        self._dispatch(ev.stimulus_id, out)
+            self._attempts[spec.task_id] = [attempt]
+        sid = ev.stimulus_id
+        self._story.append((spec.task_id, sid, "attempt %s arrived (hops %s)", (attempt, hops)))  # ``_log``
+        self._place(rec, sid, out)
+        if rec.state is _QUEUED and len(self._queues[cls]) == 1:  # ``_heads_its_class``
+            self._dispatch(sid, out)
 
     def _on_arguments_fetched(self, ev: E.ArgumentsFetched, out: list[C.Command]) -> None:
         rec = self._tasks.get((ev.task, ev.attempt))
@@ -518,7 +520,8 @@ class Scheduler:
             return
         self._set(rec, _QUEUED, sid, "arguments local")
         self._enqueue(rec)
-        self._dispatch(sid, out)
+        if self._heads_its_class(rec):
+            self._dispatch(sid, out)
 
     def _on_arguments_missing(self, ev: E.ArgumentsMissing, out: list[C.Command]) -> None:
         rec = self._tasks.get((ev.task, ev.attempt))
@@ -552,26 +555,15 @@ class Scheduler:
                 self.stats["stale_task_started"] += 1
             return
         self.stats["task_started"] += 1
-        self._log(ev.task, ev.stimulus_id, "attempt %s started on %s", ev.attempt, ev.worker)
+        self._story.append((ev.task, ev.stimulus_id, "attempt %s started on %s", (ev.attempt, ev.worker)))  # ``_log``
 
-    def _on_task_finished(self, ev: E.TaskFinished, out: list[C.Command]) -> None:
-        self._on_result(ev.task, ev.attempt, ev.node, ev.worker, True, ev.stimulus_id, out)
-
-    def _on_task_failed(self, ev: E.TaskFailed, out: list[C.Command]) -> None:
-        self._on_result(ev.task, ev.attempt, ev.node, ev.worker, False, ev.stimulus_id, out)
-
-    def _on_result(
-        self,
-        task: TaskID,
-        attempt: int,
-        node: NodeID,
-        wid: WorkerID,
-        ok: bool,
-        sid: str,
-        out: list[C.Command],
-    ) -> None:
-        rec = self._tasks.get((task, attempt))
-        if rec is None or rec.state is not _RUNNING or rec.worker != wid or node != self.node:
+    def _on_result(self, ev: E.TaskFinished | E.TaskFailed, out: list[C.Command]) -> None:
+        """``TaskFinished`` or ``TaskFailed``."""
+        ok = ev.__class__ is E.TaskFinished
+        wid = ev.worker
+        sid = ev.stimulus_id
+        rec = self._tasks.get((ev.task, ev.attempt))
+        if rec is None or rec.state is not _RUNNING or rec.worker != wid or ev.node != self.node:
             if rec is None and self._is_actor_worker(wid):
                 self.stats["actor_task_event_ignored"] += 1
             else:
@@ -796,7 +788,7 @@ class Scheduler:
     def _place(self, rec: _Attempt, sid: str, out: list[C.Command]) -> None:
         """Ask the policy about a NEW or INFEASIBLE attempt and carry out the answer."""
         spec = rec.spec
-        decision = self.policy.place(PlacementRequest(spec, rec.hops, rec.arg_bytes, False), self._view)
+        decision = self.policy.place(_build_placement_request(spec, rec.hops, rec.arg_bytes, False), self._view)
         kind = decision.kind
         if kind is _FORWARD and decision.node == self.node:
             kind = _LOCAL
@@ -807,7 +799,10 @@ class Scheduler:
                 self._fetch(rec, sid, out)
             else:
                 self._set(rec, _QUEUED, sid, "placed here")
-                self._enqueue(rec)
+                queue = self._queues.get(rec.cls)  # ``_enqueue``
+                if queue is None:
+                    queue = self._queues[rec.cls] = OrderedDict()
+                queue[rec.key] = None
         elif kind is _FORWARD:
             self._forward(rec, decision.node, decision.reason, sid, out)
         elif kind is _INFEASIBLE_PLACEMENT:
@@ -843,8 +838,7 @@ class Scheduler:
     def _fetch(self, rec: _Attempt, sid: str, out: list[C.Command]) -> None:
         rec.fetch_sent = True
         spec = rec.spec
-        fetch = _new(C.FetchArguments)
-        _init_fetch(fetch, stimulus_id=sid, task=spec.task_id, attempt=rec.attempt, node=self.node, objects=spec.args)
+        fetch = _build_fetch(sid, spec.task_id, rec.attempt, self.node, spec.args)
         out.append(fetch)
 
     def _forward(
@@ -856,16 +850,7 @@ class Scheduler:
         self._set(rec, _FORWARDED, sid, "forwarded to %s (%s)", to_node, reason)
         self._retire(rec, sid, out)
         self.stats["forwarded"] += 1
-        forward = _new(C.ForwardTask)
-        _init_forward(
-            forward,
-            stimulus_id=sid,
-            spec=spec,
-            attempt=rec.attempt,
-            from_node=self.node,
-            to_node=to_node,
-            hops=rec.hops + 1,
-        )
+        forward = _build_forward(sid, spec, rec.attempt, self.node, to_node, rec.hops + 1)
         out.append(forward)
 
     def _replace_infeasible(self, sid: str, out: list[C.Command]) -> None:
@@ -889,7 +874,7 @@ class Scheduler:
                 rec = self._tasks[key]
                 request = rec.spill_request
                 if request is None:
-                    request = rec.spill_request = PlacementRequest(rec.spec, rec.hops, rec.arg_bytes, True)
+                    request = rec.spill_request = _build_placement_request(rec.spec, rec.hops, rec.arg_bytes, True)
                 decision = self.policy.place(request, self._view)
                 if decision.kind is not _FORWARD or decision.node == self.node:
                     break
@@ -909,6 +894,12 @@ class Scheduler:
         if queue is None:
             queue = self._queues[rec.cls] = OrderedDict()
         queue[rec.key] = None
+
+    def _heads_its_class(self, rec: _Attempt) -> bool:
+        """A QUEUED attempt is the head of its class queue. Every event leaves dispatch at
+        its fixed point (no queue head fits), so an attempt queued behind another head
+        changes nothing ``_dispatch`` would do: it is skipped then."""
+        return len(self._queues[rec.cls]) == 1
 
     def _unqueue(self, rec: _Attempt) -> None:
         """Take a pending (not running) attempt out of whatever holds it."""
@@ -988,16 +979,7 @@ class Scheduler:
         self._set_worker(worker, _W_LEASED, sid, "runs %s attempt %s", rec.spec.task_id, rec.attempt)
         self._set(rec, _RUNNING, sid, "started on %s", wid)
         self._running += 1
-        start = _new(C.StartTask)
-        _init_start(
-            start,
-            stimulus_id=sid,
-            spec=rec.spec,
-            attempt=rec.attempt,
-            node=self.node,
-            worker=wid,
-            gpu_ids=rec.allocation.gpu_ids,
-        )
+        start = _build_start(sid, rec.spec, rec.attempt, self.node, wid, rec.allocation.gpu_ids)
         out.append(start)
 
     def _make_idle(self, worker: _Worker, sid: str) -> None:
@@ -1024,8 +1006,7 @@ class Scheduler:
         key = rec.key
         if rec.fetch_sent:
             rec.fetch_sent = False
-            release = _new(C.ReleaseArguments)
-            _init_release(release, stimulus_id=sid, task=task, attempt=rec.attempt, node=self.node)
+            release = _build_release(sid, task, rec.attempt, self.node)
             out.append(release)
         del self._tasks[key]
         live = self._attempts[task]

@@ -37,11 +37,14 @@ _Record = TypeVar("_Record")
 
 def _picklable(cls: type[_Record]) -> type[_Record]:
     """Give a frozen, slotted dataclass a ``__getstate__``/``__setstate__`` pair that read
-    and set its fields by names computed once (the state is the tuple of field values,
-    in declaration order), instead of calling ``dataclasses.fields`` on every pickle."""
-    names = tuple(f.name for f in dataclasses.fields(cast(Any, cls)))
+    and set its fields by names computed once (the state is the tuple of the ``__init__``
+    fields' values, in declaration order), instead of calling ``dataclasses.fields`` on
+    every pickle."""
+    names = tuple(f.name for f in dataclasses.fields(cast(Any, cls)) if f.init)
     getter = attrgetter(*names)
     set_field = object.__setattr__
+    post_init = getattr(cls, "__post_init__", None)
+    """Fields outside ``__init__`` are derived: not pickled, computed again on unpickling."""
 
     if len(names) == 1:
 
@@ -57,6 +60,8 @@ def _picklable(cls: type[_Record]) -> type[_Record]:
     def __setstate__(self: Any, state: tuple[Any, ...]) -> None:
         for name, value in zip(names, state, strict=True):
             set_field(self, name, value)  # frozen: as the dataclass ``__init__`` sets them
+        if post_init is not None:
+            post_init(self)
 
     setattr(cls, "__getstate__", __getstate__)
     setattr(cls, "__setstate__", __setstate__)
@@ -134,10 +139,13 @@ class TaskSpec:
     """For actor tasks and actor creation."""
     caller_seq: int = 0
     """For actor tasks: the submission order from ``owner`` to the actor."""
+    placement: Mapping[str, int] = field(init=False, repr=False, compare=False)
+    """What must fit for the task to be placed: ``placement_resources``, else ``resources``
+    (computed once: schedulers and policies read it several times per task)."""
 
-    @property
-    def placement(self) -> Mapping[str, int]:
-        return self.resources if self.placement_resources is None else self.placement_resources
+    def __post_init__(self) -> None:
+        placement = self.resources if self.placement_resources is None else self.placement_resources
+        object.__setattr__(self, "placement", placement)  # frozen: as the dataclass ``__init__`` sets
 
 
 @_picklable

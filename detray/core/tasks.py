@@ -101,18 +101,16 @@ from detray.core.ids import (
     creating_task,
     is_put,
     node_of_worker,
+    returning_task,
 )
+from detray.core.records import builder
 from detray.core.specs import INFINITE, ActorSpec, TaskKind, TaskSpec
 
 
-_new = object.__new__
-"""Records built on the hot path are made as ``record = _new(Cls)`` then
-``Cls.__init__(record, **fields)``: the same object as ``Cls(**fields)``, but calling a
-class with keywords packs them into a dict first, which costs a third more."""
-
-_init_request = cmd.RequestObjects.__init__
-_init_schedule = cmd.ScheduleTask.__init__
-_init_free = cmd.FreeObject.__init__
+# Records built on the hot path: ``records.builder`` (positional, in the order named).
+_build_request = builder(cmd.RequestObjects, "stimulus_id", "waiter", "node", "objects")
+_build_schedule = builder(cmd.ScheduleTask, "stimulus_id", "spec", "attempt", "node")
+_build_free = builder(cmd.FreeObject, "stimulus_id", "obj")
 
 WAITER_PREFIX = "task:"
 """Waiter names of the task manager's ``RequestObjects``: ``f"task:{task_id}"``."""
@@ -201,6 +199,9 @@ class Outcome:
     lineage died with its owner."""
     owner: WorkerID
     cancel_force: bool = False
+
+
+_build_outcome = builder(Outcome, "state", "attempt", "failure", "owner", "cancel_force")
 
 
 class _Task:
@@ -347,7 +348,7 @@ class TaskManager:
 
     def handle(self, event: ev.Event) -> list[cmd.Command]:
         """Apply ``event``; return the commands it causes (each with its ``stimulus_id``)."""
-        handler = self._handlers.get(type(event))
+        handler = self._handlers.get(event.__class__)
         if handler is None:
             raise TypeError(f"TaskManager does not handle {type(event).__name__}")
         out: list[cmd.Command] = []
@@ -529,8 +530,7 @@ class TaskManager:
     def _await_args(self, rec: _Task, sid: str, out: list[cmd.Command]) -> None:
         rec.args_ready = False
         if rec.args:
-            request = _new(cmd.RequestObjects)
-            _init_request(request, stimulus_id=sid, waiter=WAITER_PREFIX + rec.key, node=rec.submit_node, objects=rec.args)
+            request = _build_request(sid, WAITER_PREFIX + rec.key, rec.submit_node, rec.args)
             out.append(request)
         else:
             self._args_resolved(rec, sid, out)
@@ -576,8 +576,7 @@ class TaskManager:
             return
         rec.hops = -1
         self._place(rec, rec.submit_node, None)
-        schedule = _new(cmd.ScheduleTask)
-        _init_schedule(schedule, stimulus_id=sid, spec=rec.spec, attempt=rec.attempt, node=rec.submit_node)
+        schedule = _build_schedule(sid, rec.spec, rec.attempt, rec.submit_node)
         out.append(schedule)
 
     def _ordered_calls(self, actor: ActorID) -> bool:
@@ -615,7 +614,8 @@ class TaskManager:
     # --- tasks: attempts --------------------------------------------------------------------
 
     def _current(self, task: TaskID, attempt: int, sid: str, stale_key: str, what: str) -> _Task | None:
-        """The record if ``attempt`` is the task's attempt in flight; else count it stale."""
+        """The record if ``attempt`` is the task's attempt in flight; else count it stale.
+        (The hot handlers test the first case inline and call this for the second.)"""
         rec = self._tasks.get(task)
         if rec is None or rec.attempt != attempt or (rec.state is not _S and rec.state is not _R):
             if rec is None and task in self._actor_by_creation:
@@ -627,8 +627,9 @@ class TaskManager:
 
     def _on_task_arrived(self, e: ev.TaskArrived, out: list[cmd.Command]) -> None:
         sid = e.stimulus_id
-        rec = self._current(e.spec.task_id, e.attempt, sid, "stale_task_arrived", "TaskArrived")
-        if rec is None:
+        rec = self._tasks.get(e.spec.task_id)
+        if rec is None or rec.attempt != e.attempt or (rec.state is not _S and rec.state is not _R):
+            self._current(e.spec.task_id, e.attempt, sid, "stale_task_arrived", "TaskArrived")  # counts it
             return
         if rec.state is not _S or rec.spec.kind is not _NORMAL or e.hops <= rec.hops:
             self._drop(rec.key, sid, "stale_task_arrived", "TaskArrived (hops %s) in %s dropped", e.hops, rec.state.name)
@@ -688,10 +689,13 @@ class TaskManager:
 
     def _on_task_finished(self, e: ev.TaskFinished, out: list[cmd.Command]) -> None:
         sid = e.stimulus_id
-        rec = self._current(e.task, e.attempt, sid, "stale_task_finished", "TaskFinished")
-        if rec is None:
+        rec = self._tasks.get(e.task)
+        if rec is None or rec.attempt != e.attempt or (rec.state is not _R and rec.state is not _S):
+            self._current(e.task, e.attempt, sid, "stale_task_finished", "TaskFinished")  # counts it
             return
-        if not self._result_matches(rec, e.node, e.worker, sid, "task_finished"):
+        if ((rec.state is _R and e.worker != rec.worker) or self._dead_incarnation) and not self._result_matches(
+            rec, e.node, e.worker, sid, "task_finished"
+        ):  # (the call only when it may say no)
             if rec.state is _S and rec.spec.kind is _NORMAL and self._node_is_dead(e.node):
                 # We never knew where it ran: its outputs died with that node.
                 self._attempt_lost(rec, ErrorKind.NODE_DIED, sid, out, f"it ran on {e.node}, which died", e.node)
@@ -1172,22 +1176,26 @@ class TaskManager:
     # --- bookkeeping: placement, objects, lineage -----------------------------------------
 
     def _place(self, rec: _Task, node: NodeID, worker: WorkerID | None) -> None:
+        if rec.spec.kind is not _NORMAL:  # not indexed
+            rec.node = node
+            rec.worker = worker
+            return
         if rec.node is not None:
             self._unplace(rec)
         rec.node = node
         rec.worker = worker
-        if rec.spec.kind is not _NORMAL:
-            return
         key = rec.key
-        at_node = self._by_node.get(node)
+        by_node = self._by_node
+        at_node = by_node.get(node)
         if at_node is None:
-            self._by_node[node] = {key: None}
+            by_node[node] = {key: None}
         else:
             at_node[key] = None
         if worker is not None:
-            on_worker = self._by_worker.get(worker)
+            by_worker = self._by_worker
+            on_worker = by_worker.get(worker)
             if on_worker is None:
-                self._by_worker[worker] = {key: None}
+                by_worker[worker] = {key: None}
             else:
                 on_worker[key] = None
 
@@ -1241,9 +1249,10 @@ class TaskManager:
 
     def _creator(self, obj: ObjectID) -> _Task | None:
         """The kept record of the task ``obj`` is a return value of (None for a put)."""
-        if is_put(obj):
+        task = returning_task(obj)
+        if task is None:
             return None
-        creator = self._tasks.get(creating_task(obj))
+        creator = self._tasks.get(task)
         return creator if creator is not None and obj in creator.spec.return_ids else None
 
     def _new_object(self, obj: ObjectID, owner: WorkerID | None) -> _Object:
@@ -1260,9 +1269,9 @@ class TaskManager:
 
     def _known_owner(self, obj: ObjectID) -> WorkerID | None:
         """The owner of a return value, from its creator's record or outcome."""
-        if is_put(obj):
+        tid = returning_task(obj)
+        if tid is None:
             return None
-        tid = creating_task(obj)
         creator = self._tasks.get(tid)
         if creator is not None:
             return creator.spec.owner if obj in creator.spec.return_ids else None
@@ -1338,8 +1347,7 @@ class TaskManager:
             return
         self.stats["objects_freed"] += 1
         self._log(obj, sid, "freed: no reference left")
-        free = _new(cmd.FreeObject)
-        _init_free(free, stimulus_id=sid, obj=obj)
+        free = _build_free(sid, obj)
         out.append(free)
 
     def _remove_record(self, rec: _Task, work: list[_Task]) -> None:
@@ -1364,7 +1372,7 @@ class TaskManager:
             rec = work.pop()
             if self._tasks.get(rec.key) is not rec or rec.state is not _FINISHED or rec.scope:
                 continue
-            self._remember(rec.key, Outcome(_FINISHED, rec.attempt, None, rec.spec.owner))
+            self._remember(rec.key, _build_outcome(_FINISHED, rec.attempt, None, rec.spec.owner, False))
             self._log(rec.key, sid, "lineage released: no output in scope")
             self._remove_record(rec, work)
 

@@ -105,6 +105,11 @@ class ResourceTable:
         """The node has something available (it is in the room indexes)."""
         return node in self._util
 
+    def has_room_besides(self, node: NodeID) -> bool:
+        """Some node other than ``node`` is in the room indexes."""
+        util = self._util
+        return len(util) > 1 or (bool(util) and node not in util)
+
     def any_feasible(self, request: Mapping[str, int]) -> bool:
         key = tuple(sorted(request.items()))
         known = self._feasible.get(key)
@@ -171,42 +176,48 @@ class ResourceTable:
         view = self.nodes.get(node)
         if view is None or view.incarnation != incarnation:
             return "stale"
-        self._unindex(node)
         view.available = {
             name: min(max(available.get(name, 0), 0), cap) for name, cap in view.total.items()
         }
-        self._index(node)
+        self._reindex(node, view)
         return "ok"
 
     def reserve(self, node: NodeID, request: Mapping[str, int]) -> None:
         """Count an attempt just forwarded to ``node`` until its next report."""
         view = self.nodes[node]
-        self._unindex(node)
         available = view.available
         for name, amount in request.items():
             if name in available:
                 left = available[name] - amount
                 available[name] = left if left > 0 else 0
-        self._index(node)
+        self._reindex(node, view)
 
     def _index(self, node: NodeID) -> None:
-        view = self.nodes[node]
-        available = view.available
-        has_room = False
-        for amount in available.values():
-            if amount > 0:
-                has_room = True
-                break
-        if not has_room:
-            for amount in view.total.values():
-                if amount > 0:
-                    return  # full: no request that asks for something fits
-        used = utilization(view.total, available)
+        self._insert(node, _room_utilization(self.nodes[node]))
+
+    def _insert(self, node: NodeID, used: float | None) -> None:
+        """Index an unindexed node by its utilization (None: it has no room)."""
+        if used is None:
+            return
         self._util[node] = used
         if used < self.threshold:
             insort(self.low, node)
         else:
             insort(self.high, (used, node))
+
+    def _reindex(self, node: NodeID, view: NodeView) -> None:
+        """``_unindex`` then ``_index`` after ``view.available`` changed. A node that stays
+        in ``low`` keeps its place there (``low`` is by id), so only its utilization
+        changes: no search, and no shift of a list as long as the nodes with room (a
+        delete and an insert near the front of it are O(nodes) per change)."""
+        used = _room_utilization(view)
+        old = self._util.get(node)
+        threshold = self.threshold
+        if used is not None and old is not None and used < threshold and old < threshold:
+            self._util[node] = used
+            return
+        self._unindex(node)
+        self._insert(node, used)
 
     def _unindex(self, node: NodeID) -> None:
         used = self._util.pop(node, None)
@@ -241,6 +252,20 @@ class ResourceTable:
         assert len(self._util) == len(low) + len(high), "indexed nodes that left"
 
 
+def _room_utilization(view: NodeView) -> float | None:
+    """The node's utilization when it has room (something available, or nothing to offer
+    at all), else None: a full node fits no request that asks for something."""
+    available = view.available
+    for amount in available.values():
+        if amount > 0:
+            break
+    else:
+        for amount in view.total.values():
+            if amount > 0:
+                return None
+    return utilization(view.total, available)
+
+
 class ClusterView:
     """One scheduler's view: its own node from its ledger (exact, counting the demand
     queued there), every other live node from the shared ``ResourceTable``.
@@ -270,12 +295,20 @@ class ClusterView:
     def feasible(self, node: NodeID, request: Mapping[str, int]) -> bool:
         """The node's totals fit ``request`` (it could run it some day)."""
         if node == self.local:
-            return fits(request, self._ledger.total)
+            return self.feasible_here(request)
         view = self.table.nodes.get(node)
         return view is not None and fits(request, view.total)
 
+    def feasible_here(self, request: Mapping[str, int]) -> bool:
+        """``feasible(local, request)``: ``fits`` inline (policies ask it for every attempt)."""
+        total = self._ledger.total
+        for name, amount in request.items():
+            if amount > total.get(name, 0):
+                return False
+        return True
+
     def any_feasible(self, request: Mapping[str, int]) -> bool:
-        return fits(request, self._ledger.total) or self.table.any_feasible(request)
+        return self.feasible_here(request) or self.table.any_feasible(request)
 
     def available_now(self, node: NodeID, request: Mapping[str, int]) -> bool:
         """The node has room for ``request`` now (locally: after queued demand)."""

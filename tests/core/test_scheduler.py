@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -398,10 +399,7 @@ def test_soft_affinity_to_a_live_feasible_node_waits_there_rather_than_elsewhere
 def test_actor_creation_with_hard_affinity_to_a_dead_node_is_actor_unschedulable() -> None:
     node = Node()
     creation = actor_spec(1)
-    creation = TaskSpec(
-        **{f: getattr(creation, f) for f in creation.__dataclass_fields__ if f != "strategy"},
-        strategy=NodeAffinityStrategy(node=N2),
-    )
+    creation = dataclasses.replace(creation, strategy=NodeAffinityStrategy(node=N2))
     assert one(node.arrive(creation), C.ReportUnschedulable).failure.kind is ErrorKind.ACTOR_UNSCHEDULABLE
 
 
