@@ -60,6 +60,7 @@ from detray.core import ids
 from detray.core.directory import ObjectStatus
 from detray.core.ids import NodeID, ObjectID, WorkerID
 from detray.core.invariants import check_all
+from detray.core.records import builder
 from detray.core.resources import as_floats, units_of
 from detray.core.router import Router
 from detray.exceptions import RaySystemError
@@ -95,6 +96,9 @@ class PlaneWait:
 
 
 _LEVELS = {"off": TraceLevel.OFF, "events": TraceLevel.EVENTS, "debug": TraceLevel.DEBUG}
+
+
+_build_copied = builder(E.ObjectCopied, "now", "stimulus_id", "obj", "node")  # positional: half the cost
 
 
 class SimCluster:
@@ -708,7 +712,7 @@ class SimCluster:
         self.values.add_copy(command.obj, command.node)
         if self.trace.level >= TraceLevel.DEBUG:
             self.emit(command.node, "object.copied", level=TraceLevel.DEBUG, obj=command.obj, source=command.source)
-        self.feed(E.ObjectCopied(now=self.env.now, stimulus_id=self.sid("copied"), obj=command.obj, node=command.node))
+        self.feed(_build_copied(self.env.now, self.sid("copied"), command.obj, command.node))
 
     def _pull_failed(self, message: Message) -> None:
         self.queue.append((self._pull_failed_now, message.payload))
