@@ -781,6 +781,8 @@ class ObjectDirectory:
             self._emit_delete(obj, node, "freed before it was stored")
             return
         rec = self._objects.get(obj)
+        if rec is not None and rec.status is _PENDING and self._create_for_one_fetch(rec, node, size):
+            return
         if rec is not None and rec.status is _FAILED:
             self.stats["created_after_failure"] += 1
             self._emit_delete(obj, node, "the object already failed")
@@ -811,6 +813,54 @@ class ObjectDirectory:
             self._set_status(rec, _FAILED, store_full.message)
             self._emit_delete(obj, node, "object store full")
         self._refresh(rec)
+
+    def _create_for_one_fetch(self, rec: _Object, node: NodeID, size: int) -> bool:
+        """``_create``'s common case fused (a task result that one fetch waits for);
+        False, with nothing done, for anything else (the general code then runs).
+
+        The case: ``rec`` is PENDING with one waiter, a fetch not in line that this
+        object alone does not satisfy, and the primary fits in memory on ``node``
+        without making room. Equivalent to ``_place_primary`` (fits) +
+        ``_set_status(AVAILABLE)`` + ``_refresh`` with its ``_resolve``: on ``node`` the
+        copy is ready and held; elsewhere it is not ready (no copy there, not too big
+        for that store, so ``_unreachable`` is None) and ``_ensure_local`` pulls it from
+        ``node``, its only copy (a PENDING object has no pulls, timers, failed sources).
+        """
+        waiters = rec.waiters
+        if len(waiters) != 1:
+            return False
+        store = self._stores[node]
+        if store.used_bytes + size > store.capacity_bytes:  # (used >= 0: size fits too)
+            return False
+        w = self._waiters[next(iter(waiters))]
+        dest = w.node
+        obj = rec.obj
+        if (
+            not w.fetch
+            or w.in_line
+            or obj in w.failed
+            or len(w.ready) + len(w.failed) + (dest == node) >= w.required
+            or size > self._stores[dest].capacity_bytes
+        ):
+            return False
+        rec.size_bytes = size
+        rec.copies[node] = _Copy()  # ``_place_primary``: it fits
+        store.primaries[obj] = None
+        store.used_bytes += size
+        if not store.spill_enabled:
+            self._pin(store, size)
+        rec.primary = node
+        rec.lost_reported = False
+        # ``_set_status(rec, AVAILABLE, ...)``, inline: PENDING -> AVAILABLE is legal.
+        story = (obj, self._sid, "%s -> %s: primary on %s, %s bytes", ("pending", "available", node, size))
+        self._story.append(story)
+        rec.status = _AVAILABLE
+        if dest == node:
+            w.ready[obj] = None
+            self._hold(rec, node)
+        else:
+            self._start_pull(rec, node, dest)
+        return True
 
     # -- copies moving ------------------------------------------------------------
 
@@ -1564,18 +1614,7 @@ class ObjectDirectory:
                     source = node
                     break
         if source is not None:
-            obj = rec.obj
-            size = rec.size_bytes
-            sid = self._sid
-            rec.pulls[dest] = source
-            dest_store = self._stores[dest]
-            dest_store.incoming[obj] = None
-            self._inbound(dest_store, size)
-            self._hold(rec, source)
-            self.stats["pulls"] += 1
-            self._story.append((obj, sid, "pull from %s to %s", (source, dest)))  # ``_log``
-            pull = _build_pull(sid, obj, source, dest, size)
-            self._out.append(pull)
+            self._start_pull(rec, source, dest)
         elif any_holder:
             rec.retry_timers[dest] = None
             self.stats["pull_retry_timers"] += 1
@@ -1590,6 +1629,21 @@ class ObjectDirectory:
         else:
             assert rec.primary is not None
             self._restore_for_elsewhere(rec, rec.primary, rec.copies[rec.primary])
+
+    def _start_pull(self, rec: _Object, source: NodeID, dest: NodeID) -> None:
+        """Pull ``rec`` from ``source`` (an in-memory copy) to ``dest``; the source is held."""
+        obj = rec.obj
+        size = rec.size_bytes
+        sid = self._sid
+        rec.pulls[dest] = source
+        dest_store = self._stores[dest]
+        dest_store.incoming[obj] = None
+        self._inbound(dest_store, size)
+        self._hold(rec, source)
+        self.stats["pulls"] += 1
+        self._story.append((obj, sid, "pull from %s to %s", (source, dest)))  # ``_log``
+        pull = _build_pull(sid, obj, source, dest, size)
+        self._out.append(pull)
 
     def _restore_for_elsewhere(self, rec: _Object, home: NodeID, copy: _Copy) -> None:
         """The only copy is spilled on ``home`` and a fetch elsewhere needs it: restore it

@@ -154,6 +154,10 @@ def _to(node: NodeID, view: ClusterView, reason: str) -> Placement:
     return placement
 
 
+HYBRID_REASON = "hybrid"
+"""The reason of a hybrid placement on a node with room now."""
+
+
 class DefaultPolicy:
     """Ray's hybrid ``DEFAULT`` policy with locality, plus ``SPREAD`` and node affinity."""
 
@@ -207,6 +211,38 @@ class DefaultPolicy:
         locality = self.locality and isinstance(strategy, DefaultStrategy) and spec.kind is _NORMAL
         return self._hybrid(request, view, locality=locality)
 
+    def sole_spill_target(self, spec: TaskSpec, hops: int, view: ClusterView) -> NodeID | None:
+        """For callers that may skip ``place`` (read-only): the node N such that ``place``
+        answers every spill-only request like ``spec``'s (same placement and strategy, same
+        hops) that carries no argument bytes with FORWARD to N (reason ``HYBRID_REASON``)
+        while N is available now for it, else STAY; None when that does not hold.
+
+        It holds when N is the one node with room besides the local one, ``spec`` asks for
+        something under the default strategy and is below the hop cap: ``place`` then skips
+        affinity, the hop cap and locality, and ``_hybrid`` (spill-only, so not the local
+        node) finds N or nothing. Forwarding to N (``reserve``) changes only N: it stays so.
+        """
+        table = view.table
+        if (
+            spec.strategy.__class__ is not DefaultStrategy
+            or hops >= self.hop_cap
+            or table.threshold != self.spread_threshold
+            or not _asks_for_something(spec.placement)
+        ):
+            return None
+        local = view.local
+        low = table.low
+        high = table.high
+        if len(low) + len(high) - table.has_room(local) != 1:
+            return None
+        for node in low:
+            if node != local:
+                return node
+        for _used, node in high:
+            if node != local:
+                return node
+        return None  # unreachable: one node besides the local one has room
+
     def _pinned_by_hops(self, request: PlacementRequest, view: ClusterView) -> Placement:
         if view.feasible_here(request.spec.placement):
             return STAY if request.spill_only else LOCAL
@@ -245,7 +281,7 @@ class DefaultPolicy:
             if other is not None:
                 best, best_score = other, score
         if best is not None:
-            return _to(best, view, "hybrid")
+            return _to(best, view, HYBRID_REASON)
         if spill:
             return STAY
         if view.feasible_here(need):

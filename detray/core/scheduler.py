@@ -77,6 +77,7 @@ from detray.core import events as E
 from detray.core.errors import InvalidTransition
 from detray.core.ids import ActorID, NodeID, ObjectID, TaskID, WorkerID, node_of_worker, worker_id
 from detray.core.policy import (
+    HYBRID_REASON,
     DefaultPolicy,
     PlacementKind,
     PlacementRequest,
@@ -84,7 +85,7 @@ from detray.core.policy import (
 )
 from detray.core.records import builder
 from detray.core.view import ClusterView, NodeView, ResourceTable
-from detray.core.resources import CPU, GPU, UNIT, Allocation, NodeResources, Units, add, as_floats
+from detray.core.resources import CPU, GPU, UNIT, Allocation, NodeResources, Units, add, as_floats, fits
 from detray.core.specs import DefaultStrategy, SchedulingStrategy, TaskKind, TaskSpec
 
 
@@ -234,6 +235,7 @@ _ACTOR_TASK = TaskKind.ACTOR_TASK
 _ACTOR_CREATION = TaskKind.ACTOR_CREATION
 _LOCAL = PlacementKind.LOCAL
 _FORWARD = PlacementKind.FORWARD
+_SOLE_SPILL_REASON = f"spill: {HYBRID_REASON}"
 _INFEASIBLE_PLACEMENT = PlacementKind.INFEASIBLE
 _UNSCHEDULABLE_PLACEMENT = PlacementKind.UNSCHEDULABLE
 
@@ -867,21 +869,40 @@ class Scheduler:
         Per class, newest first; the first STAY ends the class (its attempts
         ask for the same thing with the same strategy and hops).
         """
+        policy = self.policy
+        view = self._view
+        tasks = self._tasks
         for cls in list(self._queues):
             queue = self._queues[cls]
             moved: list[Key] = []
+            # Fast path: the policy names the one node every attempt of the class without
+            # argument bytes goes to while it fits there (``sole_spill_target``): such an
+            # attempt skips ``place``, with the same answer (fits: FORWARD, else STAY).
+            sole: NodeView | None = None
+            to_node: NodeID | None
+            if type(policy) is DefaultPolicy:  # exactly: a subclass may place otherwise
+                head = tasks[next(iter(queue))]
+                target = policy.sole_spill_target(head.spec, head.hops, view)
+                if target is not None:
+                    sole = view.table.nodes[target]
             for key in reversed(queue):  # lazily: most often the newest attempt stays
-                rec = self._tasks[key]
-                request = rec.spill_request
-                if request is None:
-                    request = rec.spill_request = _build_placement_request(rec.spec, rec.hops, rec.arg_bytes, True)
-                decision = self.policy.place(request, self._view)
-                if decision.kind is not _FORWARD or decision.node == self.node:
-                    break
+                rec = tasks[key]
+                if sole is not None and not rec.arg_bytes:
+                    if not fits(rec.spec.placement, sole.available):
+                        break  # STAY
+                    to_node, reason = sole.node, _SOLE_SPILL_REASON
+                else:
+                    request = rec.spill_request
+                    if request is None:
+                        request = rec.spill_request = _build_placement_request(rec.spec, rec.hops, rec.arg_bytes, True)
+                    decision = policy.place(request, view)
+                    if decision.kind is not _FORWARD or decision.node == self.node:
+                        break
+                    to_node, reason = decision.node, f"spill: {decision.reason}"
                 moved.append(key)
                 _subtract(self._demand, rec.spec.placement)
                 self.stats["spilled"] += 1
-                self._forward(rec, decision.node, f"spill: {decision.reason}", sid, out)
+                self._forward(rec, to_node, reason, sid, out)
             for key in moved:
                 del queue[key]
             if not queue:

@@ -1116,3 +1116,37 @@ TestAdmissionMachine.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+def test_the_creation_fast_path_does_what_the_general_code_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    # ``_create_for_one_fetch`` fuses the common creation (one fetch waits, here or
+    # elsewhere): same commands, stats and stories as the general code, every case.
+    def script() -> tuple[list[list[Command]], Story]:
+        s = Story()
+        s.join(N0, 100)
+        s.join(N1, 100)
+        s.join(N2, 30, spill=False)
+        outs = [
+            s.get("g1", N1, [ObjectID(f"o{i}") for i in range(8)]),  # one fetch elsewhere
+            s.get("g0", N0, [ObjectID("o8"), ObjectID("o9")]),  # one fetch here
+            s.get("g2", N2, [ObjectID("o10")]),  # the creation satisfies it: general
+            s.get("e1", N1, [ObjectID("o11")], fetch=False),  # not a fetch: general
+            s.get("g3", N2, [ObjectID("o12")]),  # too big for N2: general
+        ]
+        for i in range(6):
+            outs.append(s.finish(N0, (ObjectID(f"o{i}"), 10 + i)))
+        outs.append(s.finish(N0, (ObjectID("o6"), 60)))  # needs room on N0: general
+        outs.append(s.finish(N0, (ObjectID("o7"), 5), (ObjectID("o8"), 7)))
+        outs.append(s.finish(N0, (ObjectID("o9"), 1)))
+        outs.append(s.finish(N2, (ObjectID("o10"), 3)))
+        outs.append(s.finish(N1, (ObjectID("o11"), 3)))
+        outs.append(s.finish(N0, (ObjectID("o12"), 50)))
+        return outs, s
+
+    fast_out, fast = script()
+    monkeypatch.setattr(ObjectDirectory, "_create_for_one_fetch", lambda *args: False)
+    general_out, general = script()
+    assert fast_out == general_out
+    assert fast.d.stats == general.d.stats
+    for key in [*(f"o{i}" for i in range(13)), "g0", "g1", "g2", "g3", "e1"]:
+        assert fast.d.story(key) == general.d.story(key)

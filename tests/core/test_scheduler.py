@@ -993,3 +993,36 @@ def test_an_attempt_whose_fetch_waits_for_room_holds_nothing_and_a_later_one_run
     assert one(out, C.ReleaseArguments).task == local.task_id  # room for the one in line
     start = one(node.fetched(waiting), C.StartTask)
     assert start.spec == waiting and start.worker == worker
+
+
+class _GeneralPolicy(DefaultPolicy):
+    """The default policy, but not exactly ``DefaultPolicy``: the spill asks ``place`` always."""
+
+
+@pytest.mark.parametrize("threshold", [0.5, 1.0])
+def test_the_spill_fast_path_answers_as_the_policy_would(threshold: float) -> None:
+    # ``_spill`` skips ``place`` when the policy names a sole target (one node with room
+    # besides this one): same commands, stats and stories as asking ``place`` every time.
+    def script(policy: DefaultPolicy) -> Node:
+        others = {N1: {CPU: 4}, N2: {CPU: 4}, N3: {CPU: 2, GPU: 1}}
+        node = Node(resources={CPU: 1}, others=others, policy=policy)
+        for other in others:
+            node.send(E.NodeResourcesReported, node=other, incarnation=0, available=units_of({CPU: 0}))
+        node.run(spec(100))  # the only CPU here is busy: the rest queue
+        for i in range(12):
+            node.arrive(spec(i, cpus=2 if i % 5 == 4 else 1), hops=i % 3)
+        node.arrive(spec(50), arg_bytes_by_node=((N1, 1 << 30),))  # locality: asks ``place``
+        node.arrive(spec(51, gpus=1))
+        for other, room in [(N1, {CPU: 1}), (N2, {CPU: 3}), (N1, {CPU: 4}), (N3, {CPU: 2, GPU: 1})]:
+            node.send(E.NodeResourcesReported, node=other, incarnation=0, available=units_of(room))
+        node.send(E.NodeResourcesReported, node=N1, incarnation=0, available=units_of({CPU: 2}))
+        node.send(E.NodeResourcesReported, node=N2, incarnation=0, available=units_of({CPU: 2}))
+        return node
+
+    fast = script(DefaultPolicy(spread_threshold=threshold))
+    general = script(_GeneralPolicy(spread_threshold=threshold))
+    assert fast.commands == general.commands
+    assert of(fast.commands, C.ForwardTask)  # the scenario spills
+    assert fast.scheduler.stats == general.scheduler.stats
+    for key in [N0, *(spec(i).task_id for i in (*range(12), 50, 51))]:
+        assert fast.scheduler.story(key) == general.scheduler.story(key)
