@@ -173,10 +173,6 @@ def current_context() -> Any:
     return None if unit is None else unit.context  # type: ignore[attr-defined]
 
 
-def _finished_fn() -> None:
-    raise RuntimeError("a finished unit of user code was run again")
-
-
 def _execute(unit: UserCode) -> Outcome:
     try:
         value = unit.fn(*unit.args, **unit.kwargs)
@@ -363,9 +359,8 @@ class Runner:
 
     def _finish(self, unit: UserCode) -> None:
         unit.state = _FINISHED
-        # It never runs again: drop what it would call (its arguments often point back at
-        # the records that hold the unit, a cycle only the collector could free).
-        unit.fn = _finished_fn
+        # It never runs again: drop its arguments (they often point back at the records
+        # that hold the unit, a cycle only the collector could free).
         unit.args = ()
         unit.kwargs = {}
         del self._live[unit]
