@@ -22,6 +22,12 @@ about a microsecond per call, so the total is higher than without them.
 The baseline, measured in the same run: a bare SimPy loop with one process
 and one timeout per task (the least a SimPy simulation of N tasks can do).
 The target (issue 3) is a ratio >= 0.25, flat from 100 to 10,000 nodes.
+
+A second reference, also measured in the run: the same loop with each task's
+body run as simulated user code (`user_code_floor`). Nothing in the simulator
+can make a task cheaper than that, so its ratio to bare SimPy bounds every
+ratio above, and "ratio to the floor" says how much of a task's cost is
+everything else (the core, the network and object store models, the trace).
 """
 
 from __future__ import annotations
@@ -59,6 +65,34 @@ def bare_simpy(tasks: int) -> float:
         env.process(task(env))
     env.run()
     return perf_counter() - start
+
+
+def user_code_floor(tasks: int) -> float:
+    """Wall seconds for the bare SimPy loop plus running each task's body as
+    simulated user code: one `Runner.start` of a no-op unit per task (a pooled
+    greenlet switched in and out, the unit's own seeded ``random`` and
+    ``numpy.random`` states swapped in and out, the outcome built). What any
+    simulator that runs unmodified task bodies with per-task random states must
+    pay at least, before scheduling, the network, the object store or the trace."""
+    from detray.sim.usercode import Runner, UserCode
+
+    env = simpy.Environment()
+
+    def body() -> None:
+        return None
+
+    with Runner(clock=lambda: env.now, seed=0) as runner:
+        start_unit = runner.start
+
+        def task(env: simpy.Environment, index: int) -> simpy.events.Event:
+            yield env.timeout(TASK_DURATION_S)
+            start_unit(UserCode(body, key=("floor", index)))
+
+        start = perf_counter()
+        for index in range(tasks):
+            env.process(task(env, index))
+        env.run()
+        return perf_counter() - start
 
 
 @detray.remote
@@ -208,6 +242,10 @@ def main() -> None:
     baseline_rate = args.tasks / baseline_s
     print(f"bare SimPy: {args.tasks} tasks in {baseline_s:.3f} s = {baseline_rate:,.0f} tasks/s "
           f"({1e6 * baseline_s / args.tasks:.2f} us/task)")
+    floor_s = min(user_code_floor(args.tasks) for _ in range(3))
+    floor_rate = args.tasks / floor_s
+    print(f"bare SimPy + each body run as user code (the floor): {1e6 * floor_s / args.tasks:.2f} us/task, "
+          f"ratio to bare SimPy {floor_rate / baseline_rate:.3f}")
     with tempfile.TemporaryDirectory() as trace_dir:
         for nodes in args.nodes:
             core_s = core_only(args.tasks, nodes)
@@ -217,7 +255,7 @@ def main() -> None:
             print(
                 f"{nodes:>6} nodes: bring-up {up:7.2f} s | {args.tasks} tasks in {elapsed:7.2f} s = "
                 f"{rate:>9,.0f} tasks/s ({1e6 * elapsed / args.tasks:6.1f} us/task), "
-                f"ratio to bare SimPy {rate / baseline_rate:.3f} | virtual {virtual_s:.3f} s, "
+                f"ratio to bare SimPy {rate / baseline_rate:.3f}, to the floor {rate / floor_rate:.3f} | virtual {virtual_s:.3f} s, "
                 f"{lines} trace lines",
                 flush=True,
             )
