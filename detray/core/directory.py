@@ -879,6 +879,8 @@ class ObjectDirectory:
         self._end_pull(rec, node)
         if rec.failed_sources:  # else no trouble to clear (timers and stores go with them)
             self._clear_trouble(rec, node)
+        if self._copied_for_one_fetch(rec, node):
+            return
         if self._place_secondary(rec, node):
             self._story.append((obj, self._sid, "copied to %s", (node,)))  # ``_log``
         else:
@@ -887,6 +889,44 @@ class ObjectDirectory:
             self._emit_delete(obj, node, "no room for a secondary copy")
             self._no_room_here(rec, node, self._store_full(rec, store, "cannot be copied there now"))
         self._refresh(rec)
+
+    def _copied_for_one_fetch(self, rec: _Object, node: NodeID) -> bool:
+        """``_on_object_copied``'s common case fused, after the pull ended (a copy that one
+        fetch on ``node`` waits for, among other objects still to come); False, with
+        nothing done, for anything else (the general code then runs).
+
+        The case: ``rec`` is AVAILABLE with one waiter, a fetch on ``node`` not in line,
+        for which ``rec`` is neither ready nor failed yet and which this copy does not
+        satisfy, and the copy fits in memory on ``node`` without making room. Equivalent
+        to ``_place_secondary`` (fits) + ``_refresh`` with its ``_resolve``: the copy is in
+        memory on the waiter's node, so it is ready and held; nobody wakes and no other
+        node needs a pull.
+        """
+        waiters = rec.waiters
+        if len(waiters) != 1 or rec.status is not _AVAILABLE:
+            return False
+        store = self._stores[node]
+        size = rec.size_bytes
+        if store.used_bytes + size > store.capacity_bytes:  # (used >= 0: size fits too)
+            return False
+        w = self._waiters[next(iter(waiters))]
+        obj = rec.obj
+        if (
+            not w.fetch
+            or w.in_line
+            or w.node != node
+            or obj in w.ready
+            or obj in w.failed
+            or len(w.ready) + len(w.failed) + 1 >= w.required
+        ):
+            return False
+        rec.copies[node] = _Copy()  # ``_place_secondary``: it fits
+        store.secondaries[obj] = None
+        store.used_bytes += size
+        self._story.append((obj, self._sid, "copied to %s", (node,)))  # ``_log``
+        w.ready[obj] = None  # ``_resolve``: ready here, and held
+        self._hold(rec, node)
+        return True
 
     def _on_object_pull_failed(self, event: ObjectPullFailed) -> None:
         rec = self._objects.get(event.obj)

@@ -243,6 +243,24 @@ class DefaultPolicy:
                 return node
         return None  # unreachable: one node besides the local one has room
 
+    def places_here(self, spec: TaskSpec, hops: int, view: ClusterView) -> bool:
+        """For callers that may skip ``place`` (read-only): True when ``place`` answers
+        LOCAL to every request that is not spill-only for ``spec`` with ``hops`` (whatever
+        its argument bytes); False leaves the answer to ``place``.
+
+        It holds under the default strategy when the local node is feasible and either
+        the hops pin the attempt (``max_hops`` forwards; at the hop cap, ``max_hops <=
+        hop_cap``, the same test), or no other node has room while ``spec`` asks for
+        something: then no other node is available now, so locality and ``_hybrid`` find
+        none and pick the local node (available now), or wait there (feasible).
+        """
+        if spec.strategy.__class__ is not DefaultStrategy:
+            return False
+        need = spec.placement
+        if hops < self.max_hops and (view.table.has_room_besides(view.local) or not _asks_for_something(need)):
+            return False  # (the common "no" first: other nodes have room)
+        return view.feasible_here(need)
+
     def _pinned_by_hops(self, request: PlacementRequest, view: ClusterView) -> Placement:
         if view.feasible_here(request.spec.placement):
             return STAY if request.spill_only else LOCAL

@@ -116,6 +116,7 @@ class Router:
         self._policy_factory = policy_factory
         self.report_on_release = report_on_release
         """A node whose task ends with nothing queued there reports its room at once."""
+        assert cascade_steps_max >= 1, "the event handed in is the first step"
         self._cascade_steps_max = cascade_steps_max
         self._delivery: dict[type[E.Event], Callable[[E.Event], list[C.Command]]] = {
             kind: _bind(self, deliver) for kind, deliver in _DELIVERY.items()
@@ -127,28 +128,30 @@ class Router:
 
     def handle(self, event: E.Event) -> list[C.Command]:
         """Deliver ``event`` and every event it causes; return the external commands."""
+        deliver = self._delivery.get(event.__class__)
+        if deliver is None:
+            raise TypeError(f"the router does not route {type(event).__name__}")
+        out = deliver(event)
+        conversion = _CONVERSION
+        for command in out:
+            if command.__class__ in conversion:
+                return self._cascade(event, out)
+        return out  # the common case: every command is external (the machines' lists are fresh)
+
+    def _cascade(self, event: E.Event, commands: list[C.Command]) -> list[C.Command]:
+        """``handle`` once ``event`` was delivered (its first step) and caused ``commands``,
+        some internal: deliver what they become, in FIFO order, to a fixed point."""
         external: list[C.Command] = []
-        # The events caused, in FIFO order, ``done`` of them delivered (a list, built only
-        # as it grows: most events cause none).
+        # The events caused, in FIFO order, ``done`` of them delivered.
         work: list[E.Event] = []
         done = 0
-        steps = 0
+        steps = 1
         steps_max = self._cascade_steps_max
         now = event.now
         delivery = self._delivery
         conversion = _CONVERSION
-        current = event
         while True:
-            steps += 1
-            if steps > steps_max:
-                raise CascadeLimitExceeded(
-                    f"cascade from {type(event).__name__} ({event.stimulus_id}) exceeded "
-                    f"{self._cascade_steps_max} steps"
-                )
-            deliver = delivery.get(current.__class__)
-            if deliver is None:
-                raise TypeError(f"the router does not route {type(current).__name__}")
-            for command in deliver(current):
+            for command in commands:
                 kind = command.__class__
                 convert = conversion.get(kind)
                 if convert is None:
@@ -168,6 +171,16 @@ class Router:
             if done == _WORK_COMPACT_AT:  # a long cascade: let delivered events go
                 del work[:done]
                 done = 0
+            steps += 1
+            if steps > steps_max:
+                raise CascadeLimitExceeded(
+                    f"cascade from {type(event).__name__} ({event.stimulus_id}) exceeded "
+                    f"{self._cascade_steps_max} steps"
+                )
+            deliver = delivery.get(current.__class__)
+            if deliver is None:
+                raise TypeError(f"the router does not route {type(current).__name__}")
+            commands = deliver(current)
 
     # -- helpers for drivers ------------------------------------------------------
 

@@ -78,7 +78,9 @@ from detray.core.errors import InvalidTransition
 from detray.core.ids import ActorID, NodeID, ObjectID, TaskID, WorkerID, node_of_worker, worker_id
 from detray.core.policy import (
     HYBRID_REASON,
+    LOCAL as _LOCAL_PLACEMENT,
     DefaultPolicy,
+    Placement,
     PlacementKind,
     PlacementRequest,
     SchedulingPolicy,
@@ -236,6 +238,9 @@ _ACTOR_CREATION = TaskKind.ACTOR_CREATION
 _LOCAL = PlacementKind.LOCAL
 _FORWARD = PlacementKind.FORWARD
 _SOLE_SPILL_REASON = f"spill: {HYBRID_REASON}"
+_QUEUED_NAME = S.QUEUED.name
+_W_IDLE_NAME = W.IDLE.name
+_WAITING_FOR_WORKER_NAME = S.WAITING_FOR_WORKER.name
 _INFEASIBLE_PLACEMENT = PlacementKind.INFEASIBLE
 _UNSCHEDULABLE_PLACEMENT = PlacementKind.UNSCHEDULABLE
 
@@ -496,7 +501,11 @@ class Scheduler:
             self._attempts[spec.task_id] = [attempt]
         sid = ev.stimulus_id
         self._story.append((spec.task_id, sid, "attempt %s arrived (hops %s)", (attempt, hops)))  # ``_log``
-        self._place(rec, sid, out)
+        decision = self._decide(rec)
+        if decision.kind is _LOCAL and self._starts_at_once(rec):
+            self._start_at_once(rec, sid, out)
+            return
+        self._carry_out(rec, decision, sid, out)
         if rec.state is _QUEUED and len(self._queues[cls]) == 1:  # ``_heads_its_class``
             self._dispatch(sid, out)
 
@@ -580,8 +589,23 @@ class Scheduler:
         worker.task = None
         rec.worker = None
         self._running -= 1
-        self._set(rec, _FINISHED if ok else _FAILED, sid, "finished on %s" if ok else "failed on %s", wid)
         creation = rec.spec.kind is _ACTOR_CREATION
+        if not creation and worker.state is _W_LEASED:
+            # The common case, with ``_set`` and ``_make_idle`` inline (both moves are legal).
+            story = self._story
+            new = _FINISHED if ok else _FAILED
+            rec.state = new
+            template = "finished on %s" if ok else "failed on %s"
+            story.append((rec.spec.task_id, sid, template, (wid,), new._name_, rec.attempt))
+            self._ledger.release(allocation)
+            worker.state = _W_IDLE
+            story.append((wid, sid, "idle", (), _W_IDLE_NAME))
+            bisect.insort(self._idle, (worker.counter, wid))
+            self._retire(rec, sid, out)
+            if self._queues or self._waiting_worker:  # (else ``_dispatch`` has nothing to do)
+                self._dispatch(sid, out)
+            return
+        self._set(rec, _FINISHED if ok else _FAILED, sid, "finished on %s" if ok else "failed on %s", wid)
         if creation and ok:
             worker.actor = rec.spec.actor_id
             worker.actor_allocation = allocation
@@ -789,8 +813,21 @@ class Scheduler:
 
     def _place(self, rec: _Attempt, sid: str, out: list[C.Command]) -> None:
         """Ask the policy about a NEW or INFEASIBLE attempt and carry out the answer."""
+        self._carry_out(rec, self._decide(rec), sid, out)
+
+    def _decide(self, rec: _Attempt) -> Placement:
+        """The policy's answer for a NEW or INFEASIBLE attempt (not spill-only): LOCAL
+        without asking when the policy is exactly ``DefaultPolicy`` (a subclass may place
+        otherwise) and its ``places_here`` says so."""
+        policy = self.policy
+        view = self._view
+        if type(policy) is DefaultPolicy and policy.places_here(rec.spec, rec.hops, view):
+            return _LOCAL_PLACEMENT
+        return policy.place(_build_placement_request(rec.spec, rec.hops, rec.arg_bytes, False), view)
+
+    def _carry_out(self, rec: _Attempt, decision: Placement, sid: str, out: list[C.Command]) -> None:
+        """Carry out the policy's answer for a NEW or INFEASIBLE attempt."""
         spec = rec.spec
-        decision = self.policy.place(_build_placement_request(spec, rec.hops, rec.arg_bytes, False), self._view)
         kind = decision.kind
         if kind is _FORWARD and decision.node == self.node:
             kind = _LOCAL
@@ -836,6 +873,33 @@ class Scheduler:
             )
         else:
             raise AssertionError(f"policy answered {decision} to a placement that is not spill-only")
+
+    def _starts_at_once(self, rec: _Attempt) -> bool:
+        """A NEW attempt placed here (LOCAL) that ``_carry_out`` then ``_dispatch`` would
+        start at once: it has nothing to fetch, nothing else is queued or waits for a
+        worker here, a worker is idle and its resources are free. (The fused path's
+        case; read-only.)"""
+        spec = rec.spec
+        if spec.args or self._queues or self._waiting_worker or not self._idle:
+            return False
+        ledger = self._ledger
+        placement = spec.placement_resources
+        return ledger.can_allocate(spec.resources) and (placement is None or ledger.can_allocate(placement))
+
+    def _start_at_once(self, rec: _Attempt, sid: str, out: list[C.Command]) -> None:
+        """``_carry_out`` of LOCAL and ``_dispatch`` fused for a ``_starts_at_once``
+        attempt: the same moves (QUEUED, WAITING_FOR_WORKER, RUNNING), story lines and
+        ``StartTask``, without the class queue, the placement demand and the waiting
+        index (each would be entered and left again at once)."""
+        task = rec.spec.task_id
+        attempt = rec.attempt
+        story = self._story
+        story.append((task, sid, "placed here", (), _QUEUED_NAME, attempt))  # ``_set``
+        rec.allocation = self._ledger.allocate(rec.spec.resources)
+        rec.state = _WAITING_FOR_WORKER
+        story.append((task, sid, "resources allocated", (), _WAITING_FOR_WORKER_NAME, attempt))  # ``_set``
+        _, wid = self._idle.pop(0)
+        self._start(rec, self._workers[wid], sid, out)
 
     def _fetch(self, rec: _Attempt, sid: str, out: list[C.Command]) -> None:
         rec.fetch_sent = True

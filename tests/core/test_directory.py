@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -1150,3 +1151,50 @@ def test_the_creation_fast_path_does_what_the_general_code_does(monkeypatch: pyt
     assert fast.d.stats == general.d.stats
     for key in [*(f"o{i}" for i in range(13)), "g0", "g1", "g2", "g3", "e1"]:
         assert fast.d.story(key) == general.d.story(key)
+
+
+def test_the_copy_fast_path_does_what_the_general_code_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    # ``_copied_for_one_fetch`` fuses the common landing of a pulled copy (one fetch
+    # waits for it there, and for more): same commands, stats and stories as the
+    # general code, every case.
+    def script() -> tuple[list[list[Command]], Story]:
+        s = Story()
+        s.join(N0, 200)
+        s.join(N1, 200)
+        s.join(N2, 30)
+        objects = [ObjectID(f"o{i}") for i in range(12)]
+        outs = [
+            s.get("g1", N1, objects[:6]),  # one fetch on N1: fast until the last copy
+            s.get("g2", N2, objects[6:9]),  # a small store: the last copies need room
+            s.get("g3", N1, objects[9:10]),  # one object: its copy satisfies it (general)
+            s.get("g4", N1, objects[10:12]),  # o11 has two waiters (general)
+            s.get("g5", N1, objects[11:12], fetch=False),
+        ]
+        for i, obj in enumerate(objects):
+            outs.append(s.finish(N0, (obj, 12 if 6 <= i < 9 else 5 + i)))
+        outs.append(s.finish(N2, (ObjectID("o20"), 5)))  # fills N2 a little
+        for i in (0, 1, 9, 6, 7, 2, 3, 10, 11, 8, 4, 5):
+            outs.append(s.copy_to(objects[i], N2 if 6 <= i < 9 else N1))
+        outs.append(s.copy_to(objects[0], N1))  # a duplicate (general)
+        return outs, s
+
+    fused = ObjectDirectory._copied_for_one_fetch
+    taken: list[str] = []
+
+    def counted(d: ObjectDirectory, rec: Any, node: NodeID) -> bool:
+        done = fused(d, rec, node)
+        if done:
+            taken.append(rec.obj)
+        return done
+
+    monkeypatch.setattr(ObjectDirectory, "_copied_for_one_fetch", counted)
+    fast_out, fast = script()
+    assert taken == ["o0", "o1", "o6", "o7", "o2", "o3", "o10", "o4"]  # the rest: general
+    monkeypatch.setattr(ObjectDirectory, "_copied_for_one_fetch", lambda *args: False)
+    general_out, general = script()
+    assert fast_out == general_out
+    assert len(of([c for out in fast_out for c in out], WakeWaiter)) == 5
+    assert fast.d.stats == general.d.stats
+    for key in [*(f"o{i}" for i in range(12)), "o20", "g1", "g2", "g3", "g4", "g5"]:
+        assert fast.d.story(key) == general.d.story(key)
+    assert fast.d._story == general.d._story

@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from detray.core import commands as C
 from detray.core import events as E
@@ -29,8 +31,9 @@ from detray.core.policy import (
     Placement,
     PlacementKind,
     PlacementRequest,
+    ResourceTable,
 )
-from detray.core.resources import CPU, GPU, UNIT, units_of
+from detray.core.resources import CPU, GPU, UNIT, NodeResources, units_of
 from detray.core.scheduler import (
     TRANSITIONS,
     WORKER_TRANSITIONS,
@@ -1026,3 +1029,138 @@ def test_the_spill_fast_path_answers_as_the_policy_would(threshold: float) -> No
     assert fast.scheduler.stats == general.scheduler.stats
     for key in [N0, *(spec(i).task_id for i in (*range(12), 50, 51))]:
         assert fast.scheduler.story(key) == general.scheduler.story(key)
+
+
+def test_the_arrival_fast_path_does_what_placing_and_dispatching_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    # ``_start_at_once`` fuses queue, allocate and start for an arrival placed here
+    # (by ``places_here`` or by the policy) with nothing queued ahead, room and an idle
+    # worker: same commands, stats and stories as the general code (forced by
+    # ``_starts_at_once`` answering False).
+    def script() -> Node:
+        node = Node(resources={CPU: 3, GPU: 1}, others={N1: {CPU: 4}})
+
+        def finish(index: int) -> None:
+            started = [c for c in node.commands if isinstance(c, C.StartTask) and c.spec.name == f"f{index}"]
+            node.finish(spec(index), started[-1].worker)
+
+        for i in range(3):
+            node.arrive(spec(i), hops=1)  # no idle worker yet: general
+        for i in range(3):
+            node.started(worker_id(N0, i))
+        for i in range(3):
+            finish(i)
+        node.arrive(spec(10), hops=1)  # pinned, idle worker: fast
+        node.arrive(spec(11, gpus=0.5), hops=2)  # GPU ids: fast
+        node.arrive(spec(12, cpus=2), hops=1)  # does not fit: general (queued)
+        node.arrive(spec(13), hops=1)  # queued ahead: general
+        finish(10)  # 12 still does not fit
+        finish(11)  # 12 runs, then 13
+        finish(12)
+        finish(13)
+        node.arrive(spec(14, args=(put_object_id(DRIVER, 1),)), hops=1)  # to fetch: general
+        node.arrive(spec(15), hops=0)  # the policy asked (N1 has room too), LOCAL: fast
+        node.arrive(spec(16, strategy=NodeAffinityStrategy(node=N0, soft=True)), hops=1)  # asked: fast
+        node.arrive(actor_spec(1), hops=1)  # placement resources: fast
+        node.arrive(spec(17, strategy=SpreadStrategy()), hops=0)  # spread: the policy forwards it
+        node.arrive(spec(18), hops=1)  # no idle worker: general
+        return node
+
+    fast_calls: list[str] = []
+    fused = Scheduler._start_at_once
+
+    def counted(scheduler: Scheduler, rec: Any, sid: str, out: list[C.Command]) -> None:
+        fast_calls.append(rec.spec.name)
+        fused(scheduler, rec, sid, out)
+
+    monkeypatch.setattr(Scheduler, "_start_at_once", counted)
+    fast = script()
+    assert fast_calls == ["f10", "f11", "f15", "f16", "Actor1.__init__"]
+    monkeypatch.setattr(Scheduler, "_starts_at_once", lambda *args: False)
+    general = script()
+    assert len(fast_calls) == 5
+    assert fast.commands == general.commands
+    assert fast.scheduler.stats == general.scheduler.stats
+    keys = [N0, *(spec(i).task_id for i in (*range(3), *range(10, 19))), actor_spec(1).task_id]
+    keys += [worker_id(N0, i) for i in range(4)]
+    for key in keys:
+        assert fast.scheduler.story(key) == general.scheduler.story(key)
+    assert fast.scheduler._story == general.scheduler._story
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    totals=st.lists(st.integers(0, 4), min_size=1, max_size=5),
+    free=st.lists(st.integers(0, 4), min_size=5, max_size=5),
+    local_used=st.integers(0, 4),
+    demand=st.integers(0, 3),
+    cpus=st.sampled_from([0, 0.5, 1, 2, 5]),
+    hops=st.integers(0, 9),
+    strategy=st.sampled_from([DEFAULT_STRATEGY, SpreadStrategy(), NodeAffinityStrategy(node=N1, soft=True)]),
+    holder=st.sampled_from([None, N0, N1]),
+    max_hops=st.integers(0, 2),
+)
+def test_places_here_only_when_place_answers_local(
+    totals: list[int],
+    free: list[int],
+    local_used: int,
+    demand: int,
+    cpus: float,
+    hops: int,
+    strategy: SchedulingStrategy,
+    holder: NodeID | None,
+    max_hops: int,
+) -> None:
+    # ``DefaultPolicy.places_here`` lets the scheduler skip ``place``: it may say True
+    # only where ``place`` answers LOCAL, whatever the argument bytes.
+    table = ResourceTable()
+    local_total = units_of({CPU: 4})
+    table.join(N0, 0, local_total)
+    for index, total in enumerate(totals):
+        other = node_id(index + 1)
+        table.join(other, 0, units_of({CPU: total}))
+        table.report(other, 0, units_of({CPU: min(free[index], total)}))
+    ledger = NodeResources.of(local_total)
+    ledger.allocate(units_of({CPU: local_used}))
+    view = ClusterView(N0, table, ledger, units_of({CPU: demand}))
+    policy = DefaultPolicy(max_hops=max_hops)
+    s = spec(1, cpus=cpus, strategy=strategy)
+    if not policy.places_here(s, hops, view):
+        return
+    arg_bytes = () if holder is None else ((holder, 1 << 30),)
+    for request in (PlacementRequest(s, hops), PlacementRequest(s, hops, arg_bytes)):
+        assert policy.place(request, view).kind is PlacementKind.LOCAL
+
+
+def test_story_lines_of_an_attempt_and_its_worker_from_arrival_to_the_end() -> None:
+    # The text the fused and inlined hot paths write (``_start_at_once``, the finish in
+    # ``_on_result``), pinned as the general code writes it.
+    node = Node(resources={CPU: 2})
+    a, b, c = spec(1), spec(2), spec(3)
+    wa, _ = node.run(a)
+    wb, _ = node.run(b)
+    node.finish(a, wa)
+    node.fail(b, wb)
+    node.arrive(c, hops=1)  # the fused path: idle worker, room, nothing queued
+    story = node.scheduler.story
+    assert story(a.task_id) == [
+        "s2: attempt 1 arrived (hops 0)",
+        "s2: #1 QUEUED: placed here",
+        "s2: #1 WAITING_FOR_WORKER: resources allocated",
+        f"s3: #1 RUNNING: started on {wa}",
+        f"s6: #1 FINISHED: finished on {wa}",
+    ]
+    assert story(b.task_id)[-1] == f"s7: #1 FAILED: failed on {wb}"
+    assert story(c.task_id) == [
+        "s8: attempt 1 arrived (hops 1)",
+        "s8: #1 QUEUED: placed here",
+        "s8: #1 WAITING_FOR_WORKER: resources allocated",
+        f"s8: #1 RUNNING: started on {wa}",
+    ]
+    assert story(wa) == [
+        "s2: starting",
+        "s3: IDLE: idle",
+        f"s3: LEASED: runs {a.task_id} attempt 1",
+        "s6: IDLE: idle",
+        f"s8: LEASED: runs {c.task_id} attempt 1",
+    ]
+    assert story(wb)[-1] == "s7: IDLE: idle"

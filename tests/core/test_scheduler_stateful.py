@@ -51,6 +51,7 @@ from detray.core.ids import (
     worker_id,
 )
 from detray.core.resources import CPU, GPU, UNIT, Units, fits, units_of
+from detray.core.policy import DefaultPolicy
 from detray.core.scheduler import Scheduler, TaskState, WorkerState
 from detray.core.specs import (
     DEFAULT_STRATEGY,
@@ -669,12 +670,26 @@ class SchedulerMachine(RuleBasedStateMachine):
             assert view[node].incarnation == incarnation and view[node].total == total
 
     def teardown(self) -> None:
-        """Same events, fresh scheduler: the same commands, in the same order."""
-        replay = Scheduler(LOCAL)
+        """Same events, fresh scheduler taking the general paths only (no fused fast
+        path, the policy asked every time): the same commands in the same order, the
+        same stats and the same stories."""
+        replay = _GeneralScheduler(LOCAL, policy=_GeneralPolicy())
         for event, expected in zip(self.events, self.outputs):
             assert replay.handle(event) == expected, event
         replay.check_invariants()
         assert replay.stats == self.scheduler.stats
+        assert list(replay._story) == list(self.scheduler._story)
+
+
+class _GeneralPolicy(DefaultPolicy):
+    """``DefaultPolicy``, but not exactly: the scheduler asks ``place`` every time."""
+
+
+class _GeneralScheduler(Scheduler):
+    """A scheduler that never takes the fused arrival path."""
+
+    def _starts_at_once(self, rec: Any) -> bool:
+        return False
 
 
 SchedulerMachine.TestCase.settings = settings(
