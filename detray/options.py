@@ -19,6 +19,7 @@ function, class or method. An option detray does not support raises
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -485,6 +486,20 @@ def method_options(
 # --- specs for the core (ids come from the runtime) -------------------------------------------
 
 
+_TASK_SPEC_FIELDS = (
+    "task_id", "job_id", "owner", "name", "kind", "args", "return_ids", "resources",
+    "placement_resources", "strategy", "max_retries", "retry_exceptions", "actor_id", "caller_seq", "placement",
+)  # fmt: skip
+assert set(_TASK_SPEC_FIELDS) == {f.name for f in dataclasses.fields(specs.TaskSpec)}, "task_spec sets every field"
+(
+    _set_task_id, _set_job_id, _set_owner, _set_name, _set_kind, _set_args, _set_return_ids, _set_resources,
+    _set_placement_resources, _set_strategy, _set_max_retries, _set_retry_exceptions, _set_actor_id, _set_caller_seq,
+    _set_placement,
+) = (getattr(specs.TaskSpec, name).__set__ for name in _TASK_SPEC_FIELDS)  # the slots' own setters  # fmt: skip
+_new = object.__new__
+_NORMAL = specs.TaskKind.NORMAL
+
+
 def task_spec(
     options: TaskOptions,
     *,
@@ -494,20 +509,31 @@ def task_spec(
     args: tuple[ObjectID, ...],
     return_ids: tuple[ObjectID, ...],
 ) -> specs.TaskSpec:
-    """The core's spec of a normal task (``args``: top-level ref arguments only)."""
-    return specs.TaskSpec(
-        task_id=task_id,
-        job_id=job_id,
-        owner=owner,
-        name=options.name,
-        kind=specs.TaskKind.NORMAL,
-        args=args,
-        return_ids=return_ids,
-        resources=options.resources,
-        strategy=options.strategy,
-        max_retries=options.max_retries,
-        retry_exceptions=options.retry_exceptions,
-    )
+    """The core's spec of a normal task (``args``: top-level ref arguments only).
+
+    The ``TaskSpec(task_id=..., name=options.name, kind=NORMAL, ...,
+    retry_exceptions=options.retry_exceptions)`` that the frozen dataclass's
+    ``__init__`` and ``__post_init__`` make, every field set through its slot
+    (half the cost: one per submitted task; tests compare both ways).
+    """
+    spec: specs.TaskSpec = _new(specs.TaskSpec)
+    resources = options.resources
+    _set_task_id(spec, task_id)
+    _set_job_id(spec, job_id)
+    _set_owner(spec, owner)
+    _set_name(spec, options.name)
+    _set_kind(spec, _NORMAL)
+    _set_args(spec, args)
+    _set_return_ids(spec, return_ids)
+    _set_resources(spec, resources)
+    _set_placement_resources(spec, None)
+    _set_strategy(spec, options.strategy)
+    _set_max_retries(spec, options.max_retries)
+    _set_retry_exceptions(spec, options.retry_exceptions)
+    _set_actor_id(spec, None)
+    _set_caller_seq(spec, 0)
+    _set_placement(spec, resources)  # as __post_init__ derives it without placement_resources
+    return spec
 
 
 def actor_spec(

@@ -69,7 +69,10 @@ class SerializedObject:
     @property
     def total_bytes(self) -> int:
         """In-band plus out-of-band bytes: the size the object store accounts."""
-        return len(self.inband) + sum(memoryview(buffer).nbytes for buffer in self.buffers)
+        buffers = self.buffers
+        if not buffers:  # most values: no generator to start
+            return len(self.inband)
+        return len(self.inband) + sum(memoryview(buffer).nbytes for buffer in buffers)
 
 
 def should_inline(serialized: SerializedObject) -> bool:
@@ -127,8 +130,8 @@ def serialize(value: Any, what: str | None = None) -> SerializedObject:
     Raises ``TypeError`` naming the part of ``value`` that cannot be pickled
     and its type, e.g. ``... value['lock'] (a _thread.lock) cannot be pickled``.
     """
-    if type(value) in _PRIMITIVES:
-        return SerializedObject(pickle.dumps(value, protocol=settings.PICKLE_PROTOCOL))
+    if type(value) in _PRIMITIVES:  # nothing out of band or inside: the lists given, not made by factories
+        return SerializedObject(pickle.dumps(value, protocol=settings.PICKLE_PROTOCOL), [], [], [])
     context = _Context()
     previous = getattr(_local, "context", None)
     _local.context = context

@@ -60,6 +60,13 @@ DEFAULT_NAMESPACE = "default"
 _build_submitted = builder(E.TaskSubmitted, "now", "stimulus_id", "spec", "node")  # positional: half the cost
 
 
+def _return_ids(task: TaskID, count: int) -> tuple[ObjectID, ...]:
+    """The ids of a task's ``count`` return objects."""
+    if count == 1:  # most tasks: no generator
+        return (ids.return_object_id(task, 1),)
+    return tuple(ids.return_object_id(task, index) for index in range(1, count + 1))
+
+
 class SimRuntime:
     """One connection of this process to a simulated cluster (see the module docstring)."""
 
@@ -216,21 +223,14 @@ class SimRuntime:
         context.submit_count += 1
         task = ids.task_id(context.job, context.parent_key, context.submit_count)
         owner = context.worker_id
-        return_ids = tuple(ids.return_object_id(task, index) for index in range(1, options.num_returns + 1))
+        return_ids = _return_ids(task, options.num_returns)
         if args or kwargs:
             slots, kw_slots, deps, held, actors = self._pack(options.name, args, kwargs, context)
         else:
             slots, kw_slots, deps, held, actors = (), (), (), (), []
         spec = task_spec(options, task_id=task, job_id=context.job, owner=owner, args=deps, return_ids=return_ids)
-        payload = Payload(
-            function=function,
-            method=None,
-            args=slots,
-            kwargs=kw_slots,
-            num_returns=options.num_returns,
-            held_refs=held,
-            held_actors=tuple(actors),
-        )
+        # function, method, args, kwargs, num_returns, held_refs, held_actors (positional: a third of the cost)
+        payload = Payload(function, None, slots, kw_slots, options.num_returns, held, tuple(actors))
         cluster.executor.add_payload(task, payload, context)
         return self._submit(cluster, context, task, spec, return_ids, owner, options.name)
 
@@ -323,7 +323,7 @@ class SimRuntime:
         context.submit_count += 1
         task = ids.task_id(context.job, context.parent_key, context.submit_count)
         owner = context.worker_id
-        return_ids = tuple(ids.return_object_id(task, index) for index in range(1, options.num_returns + 1))
+        return_ids = _return_ids(task, options.num_returns)
         if args or kwargs:
             slots, kw_slots, deps, held, actors = self._pack(options.name, args, kwargs, context)
         else:
@@ -479,8 +479,7 @@ class SimRuntime:
         if observer is not None:
             for ref in refs:
                 observer(ref.id, executor.stored_for(waiter, ref.id))
-        value_for = executor.value_for
-        return [value_for(waiter, ref.id) for ref in refs]
+        return executor.values_for(waiter, [ref.id for ref in refs])
 
     def wait(
         self, refs: Sequence[ObjectRef], num_returns: int, timeout_s: float | None, fetch_local: bool

@@ -18,6 +18,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import random
+import struct
+from collections.abc import Callable
 
 import numpy as np
 
@@ -26,14 +28,19 @@ StreamId = str | int
 SEED_BYTES = 32
 _PERSON = b"detray.stream.v1"  # BLAKE2b personalisation, at most 16 bytes
 _LENGTH_BYTES = 4
+_pack_length = struct.Struct(">I").pack  # _LENGTH_BYTES, big-endian
 
 
 def _encode_part(part: object) -> bytes:
     # Subclasses (IntEnum, StrEnum) encode as their base value; bool would
     # collide with 1 and is refused.
-    if type(part) is str:  # the common case first: exactly what the isinstance branch below does
-        body = b"s" + part.encode("utf-8", "surrogatepass")
-        return len(body).to_bytes(_LENGTH_BYTES, "big") + body
+    # The common cases first: exactly what the general branches below do.
+    if type(part) is str:
+        text = part.encode("utf-8", "surrogatepass")
+        return _pack_length(len(text) + 1) + b"s" + text
+    if type(part) is int:
+        body = b"i%d" % part
+        return _pack_length(len(body)) + body
     kind = type(part)
     if isinstance(part, str):
         body = b"s" + part.encode("utf-8", "surrogatepass")
@@ -43,13 +50,22 @@ def _encode_part(part: object) -> bytes:
         raise TypeError(
             f"stream key parts must be str or int, got {kind.__name__}: {part!r}"
         )
-    return len(body).to_bytes(_LENGTH_BYTES, "big") + body
+    return _pack_length(len(body)) + body
 
 
 @functools.lru_cache(maxsize=64)
 def _prefix(seed: int, purpose: str) -> bytes:
     # Cached: the runner asks for many streams of one (seed, purpose).
     return _encode_part(seed) + _encode_part(purpose)
+
+
+def _checked_prefix(seed: int, purpose: str) -> bytes:
+    if type(purpose) is not str:
+        raise TypeError(f"purpose must be a str, got {type(purpose).__name__}")
+    if type(seed) is not int:
+        _encode_part(seed)  # raises TypeError for anything but an int
+        seed = int(seed)
+    return _prefix(seed, purpose)
 
 
 def stream_seed(seed: int, purpose: str, *ids: StreamId) -> int:
@@ -59,14 +75,24 @@ def stream_seed(seed: int, purpose: str, *ids: StreamId) -> int:
     ``ids`` are stable identifiers (a function name, a call index, a task
     id), never anything derived from ``id()`` or ``hash()``.
     """
-    if type(purpose) is not str:
-        raise TypeError(f"purpose must be a str, got {type(purpose).__name__}")
-    if type(seed) is not int:
-        _encode_part(seed)  # raises TypeError for anything but an int
-        seed = int(seed)
-    data = _prefix(seed, purpose) + b"".join([_encode_part(part) for part in ids])
+    data = _checked_prefix(seed, purpose) + b"".join([_encode_part(part) for part in ids])
     digest = hashlib.blake2b(data, digest_size=SEED_BYTES, person=_PERSON).digest()
     return int.from_bytes(digest, "big")
+
+
+def seeder(seed: int, purpose: str) -> Callable[..., int]:
+    """``stream_seed(seed, purpose, *ids)`` as a function of ``ids`` alone, for
+    many streams of one purpose: the key's prefix is digested once, and each
+    call continues a copy of that digest."""
+    copy = hashlib.blake2b(_checked_prefix(seed, purpose), digest_size=SEED_BYTES, person=_PERSON).copy
+
+    def seed_of(*ids: StreamId) -> int:
+        digest = copy()
+        for part in ids:  # one update per part: no list, no join
+            digest.update(_encode_part(part))
+        return int.from_bytes(digest.digest(), "big")
+
+    return seed_of
 
 
 def stream(seed: int, purpose: str, *ids: StreamId) -> random.Random:

@@ -96,6 +96,9 @@ _NEW, _RUNNING, _BLOCKED, _FINISHED = (
 )
 
 
+_NO_KWARGS: dict[str, Any] = {}  # shared by units without keyword arguments: only ever read (``**kwargs``)
+
+
 class UserCode(Sandbox):
     """One piece of user code: ``fn(*args, **kwargs)`` run by a `Runner`.
 
@@ -133,7 +136,7 @@ class UserCode(Sandbox):
         super().__init__(label)
         self.fn = fn
         self.args = tuple(args)
-        self.kwargs = dict(kwargs) if kwargs else {}
+        self.kwargs = dict(kwargs) if kwargs else _NO_KWARGS
         self.context = context
         self.key = key
         self.random_slot = random_slot
@@ -208,6 +211,7 @@ class Runner:
     ) -> None:
         self.clock = clock
         self.seed = seed
+        self._random_seed = streams.seeder(seed, RANDOM_PURPOSE)  # key -> the unit's stream seed
         self.sink = sink or virtual_env.console_sink
         self._idle_greenlets_max = idle_greenlets_max
         self._loop = greenlet.getcurrent()
@@ -240,7 +244,7 @@ class Runner:
             if not key:
                 key = ("anonymous", self._anonymous_count)
                 self._anonymous_count += 1
-            unit.random_slot = RandomSlot(streams.stream_seed(self.seed, RANDOM_PURPOSE, *key))
+            unit.random_slot = RandomSlot(self._random_seed(*key))
         unit.clock = self.clock
         unit.sink = self.sink
         unit._loop = self._loop
@@ -299,7 +303,7 @@ class Runner:
             raise ValueError("adopt needs a live greenlet other than the loop")
         if unit.random_slot is None:
             key = unit.key or ("adopted",)
-            unit.random_slot = RandomSlot(streams.stream_seed(self.seed, RANDOM_PURPOSE, *key))
+            unit.random_slot = RandomSlot(self._random_seed(*key))
         unit.clock = self.clock
         unit.sink = self.sink
         unit._loop = self._loop
@@ -348,11 +352,15 @@ class Runner:
         outer = virtual_env.enter(unit)
         try:
             outcome = switch(arg)
-        finally:
+        except BaseException:
             virtual_env.leave(unit, outer)
+            raise
         if outcome.__class__ is Blocked:
+            virtual_env.leave(unit, outer)
             unit.state = _BLOCKED
             return outcome
+        # Finished: a random state of its own is released, not saved (nothing can read it again).
+        virtual_env.leave(unit, outer, unit._own_slot)
         assert outcome.__class__ is Done or outcome.__class__ is Raised, outcome
         self._finish(unit)
         return outcome
@@ -362,11 +370,10 @@ class Runner:
         # It never runs again: drop its arguments (they often point back at the records
         # that hold the unit, a cycle only the collector could free).
         unit.args = ()
-        unit.kwargs = {}
+        unit.kwargs = _NO_KWARGS
         del self._live[unit]
-        unit.flush_output()
-        if unit._own_slot and unit.random_slot is not None:
-            virtual_env.release(unit.random_slot)
+        if unit._partial:  # held partial output lines (the call is skipped for most units)
+            unit.flush_output()
         glet = unit._glet
         unit._glet = None
         assert glet is not None

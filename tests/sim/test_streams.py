@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from detray.sim.streams import np_stream, stream, stream_seed
+from detray.sim.streams import np_stream, seeder, stream, stream_seed
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -101,6 +101,22 @@ def test_refuses_bad_purpose_and_seed() -> None:
     with pytest.raises(TypeError):
         stream_seed(1.0, "x")  # type: ignore[arg-type]
 
+
+
+def test_a_seeder_gives_stream_seed() -> None:
+    import enum
+
+    class Index(enum.IntEnum):
+        ONE = 1
+
+    for seed, purpose, ids in KEYS:
+        assert seeder(seed, purpose)(*ids) == stream_seed(seed, purpose, *ids)
+    of = seeder(0, "x")
+    assert [of("t", 1), of(), of(Index.ONE)] == [stream_seed(0, "x", "t", 1), stream_seed(0, "x"), stream_seed(0, "x", 1)]
+    with pytest.raises(TypeError):
+        of(True)
+    with pytest.raises(TypeError):
+        seeder(0, 5)  # type: ignore[arg-type]
 
 def test_golden_values() -> None:
     # Changing these changes every simulation's numbers (and so every trace):

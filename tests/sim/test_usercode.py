@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import simpy
 
-from detray.sim import virtual_env
+from detray.sim import streams, virtual_env
 from detray.sim.usercode import (
     Blocked,
     Done,
@@ -383,6 +383,55 @@ def test_memory_and_api_swaps_give_the_same_numbers() -> None:
         virtual_env.use_api_swap_for_tests(False)
     assert virtual_env.swap_kind() == kind
     assert fast == slow
+
+
+def golden_draws() -> list[float]:
+    return [
+        random.random(),
+        random.getrandbits(32),
+        random.gauss(0, 1),
+        float(np.random.rand()),
+        int(np.random.randint(0, 2**31)),
+        float(np.random.randn()),
+    ]
+
+
+def test_initial_random_states_are_pinned() -> None:
+    # The numbers a unit's first draws give: any change to how a state is built changes every run.
+    with Runner(clock=lambda: 0.0, seed=11) as runner:
+        keyed = runner.start(UserCode(golden_draws, key=("task-1", 2)))
+        big = runner.start(UserCode(golden_draws, random_slot=RandomSlot(2**255 + 12345)))
+        negative = runner.start(UserCode(golden_draws, random_slot=RandomSlot(-3)))
+    assert keyed == Done([0.778881559387402, 1852559776, 1.242438536246078, 0.1948908806403008, 1095548082, -0.009933005447597731])
+    assert big == Done([0.4564040864538831, 85662304, -1.8186160157046865, 0.00149650406315871, 2127784762, -0.16501944872636756])
+    assert negative == Done([0.21748999664065471, 922920557, -0.3765690390099508, 0.7257571342259622, 922721344, 0.24654666397767827])
+
+
+def test_the_expander_keyed_in_memory_matches_its_state_setter(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert virtual_env._expander_key is not None  # found here (CPython, numpy as pinned)
+    seeds = [0, 1, -1, 255, 256, 2**127, 2**255 + 12345, 2**256 - 1, streams.stream_seed(3, "user_random", "t", 1)]
+    in_memory = [virtual_env._initial_words(seed).copy() for seed in seeds]
+    monkeypatch.setattr(virtual_env, "_expander_key", None)
+    through_api = [virtual_env._initial_words(seed).copy() for seed in seeds]
+    assert all(np.array_equal(a, b) for a, b in zip(in_memory, through_api))
+
+
+def test_a_nested_unit_on_a_running_units_slot_starts_from_its_initial_state() -> None:
+    slot = RandomSlot(77)
+
+    def outer_task() -> tuple[Any, Any]:
+        mine = random.random()
+        with Runner(clock=lambda: 0.0, seed=0) as inner:
+            nested = inner.start(UserCode(random.random, random_slot=slot))
+        return mine, nested
+
+    with Runner(clock=lambda: 0.0, seed=0) as runner:
+        got = runner.start(UserCode(outer_task, random_slot=slot))
+        after = runner.start(UserCode(random.random, random_slot=slot))
+    assert isinstance(got, Done) and isinstance(after, Done)
+    mine, nested = got.value
+    assert nested == Done(mine)  # the slot's saved state was still its initial one
+    assert after.value != mine  # the slot moved on past that draw
 
 
 def test_the_memory_swap_is_found_here() -> None:
