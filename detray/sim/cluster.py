@@ -22,10 +22,15 @@ bodies, actor methods) one at a time in a fixed order on the way.
 API calls from user code (submit, put, get...) feed the router at once,
 within the unit; the external commands the router returns go to the FIFO
 ``queue``, which only the loop drains. Reference changes recorded by the
-hooks are applied at each switch point (``_switch_point``). SimPy callbacks
-also only enqueue; the loop is::
+hooks are applied at each switch point (``_switch_point``). The loop is::
 
     drain the queue -> (nothing left) step SimPy once -> drain ...
+
+SimPy callbacks (timers from ``later``, network deliveries) do their work at
+once, inside the step: the loop only steps with an empty queue and no
+pending reference change, so that is exactly where the queue would have run
+it (one append and pop less per timer; with invariant checks on, the loop
+checks after the step).
 
 When SimPy has no event left while user code waits, nothing can ever
 progress: the driver gets a ``DeadlockError`` naming what it waits for.
@@ -45,6 +50,7 @@ from __future__ import annotations
 
 import gc
 import sys
+from heapq import heappop, heappush
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -72,7 +78,7 @@ from detray.sim.network import Message, Network
 from detray.sim.objects import ObjectValues, StoredValue
 from detray.sim.records import Exec, SimNode, UnitContext, Waiter
 from detray.sim.refs import RefLedger
-from detray.sim.timers import NORMAL, Timer, schedule_of
+from detray.sim.timers import NORMAL, Timer, heap_of
 from detray.sim.trace import Trace, TraceLevel
 from detray.sim.usercode import Blocked, Outcome, Runner, Sleep, UnitState, UserCode
 
@@ -95,10 +101,14 @@ class PlaneWait:
     """User code waits for the control plane to come back."""
 
 
+_INFINITY = float("inf")
+_WAKE_WAITER = C.WakeWaiter  # module globals: cheaper than an attribute on the hot path
+_DEBUG = TraceLevel.DEBUG
 _LEVELS = {"off": TraceLevel.OFF, "events": TraceLevel.EVENTS, "debug": TraceLevel.DEBUG}
 
 
 _build_copied = builder(E.ObjectCopied, "now", "stimulus_id", "obj", "node")  # positional: half the cost
+_build_reported = builder(E.NodeResourcesReported, "now", "stimulus_id", "node", "incarnation", "available")
 
 
 class SimCluster:
@@ -112,9 +122,11 @@ class SimCluster:
         self.seed = seed
         self.log_to_driver = log_to_driver
         self.env = simpy.Environment()
-        self._schedule = schedule_of(self.env)
+        self._events, self._event_ids = heap_of(self.env)
         self._joining: list[controlplane.NodeRecord] | None = None  # node records written at bring-up's end
         self._later_callbacks = (self._later_fired,)
+        self._forward_callbacks = (self._forward_delivered, self._forward_dropped, self._forward_delivered)
+        self._pull_callbacks = (self._pull_done, self._pull_failed, self._pull_failed)
         self.router = Router()
         head = ids.node_id(0)
         self.head = head
@@ -180,7 +192,7 @@ class SimCluster:
     # -- time, ids, trace -------------------------------------------------------------------------
 
     def now(self) -> float:
-        return self.env.now
+        return self.env._now  # SimPy's clock without its property call (a hot path)
 
     def sid(self, what: str) -> str:
         self._stimulus += 1
@@ -189,10 +201,11 @@ class SimCluster:
     def count(self, stat: str) -> None:
         self.stats[stat] = self.stats.get(stat, 0) + 1
 
-    def emit(self, node: str | None, kind: str, *, level: TraceLevel = TraceLevel.EVENTS, **fields: Any) -> None:
+    def emit(self, node: str | None, kind: str, /, *, level: TraceLevel = TraceLevel.EVENTS, **fields: Any) -> None:
+        # Positional-only node and kind: CPython then matches each field's name against ``level`` alone.
         trace = self.trace
-        if level <= trace.level:  # checked here too: a filtered event costs one comparison
-            trace.emit(self.env.now, node, kind, level=level, **fields)
+        if level <= trace.level:  # checked here: a filtered event costs one comparison
+            trace.write(self.env._now, node, kind, fields)
 
     def new_waiter_id(self, kind: str) -> str:
         self._waiter_count += 1
@@ -206,13 +219,17 @@ class SimCluster:
         Wakes of registered waiters are recorded at once, so a ``get`` whose
         objects are already local never blocks.
         """
-        for command in self.router.handle(event):
-            if command.__class__ is C.WakeWaiter:
+        commands = self.router.handle(event)
+        if not commands:
+            return
+        append = self.queue.append
+        for command in commands:
+            if command.__class__ is _WAKE_WAITER:
                 waiter = self.waiters.get(command.waiter)
                 if waiter is not None:
                     self._record_wake(waiter, command)
                     continue
-            self.queue.append(command)
+            append(command)
 
     def _record_wake(self, waiter: Waiter, wake: C.WakeWaiter) -> None:
         del self.waiters[waiter.waiter_id]
@@ -279,12 +296,14 @@ class SimCluster:
 
     def _run(self) -> None:
         env = self.env
+        events = self._events  # SimPy's heap of (time, priority, insertion id, event)
         queue = self.queue
         max_time = self.settings.max_virtual_time_s
         max_events = self.settings.max_events
         check = self._check
         handlers = self._handlers
         ledger = self.ledger
+        ref_changes, actor_changes = ledger.refs, ledger.actors  # ledger.pending() without the call
         while True:
             while queue:
                 item = queue.popleft()  # a (fn, *args) tuple or an external command
@@ -296,12 +315,12 @@ class SimCluster:
                     self.check_invariants()
             if self.stopping:
                 return
-            if ledger.pending():
+            if ref_changes or actor_changes:
                 self._switch_point()
             if queue:
                 continue
-            when = env.peek()
-            if when == float("inf"):
+            when = events[0][0] if events else _INFINITY  # env.peek()
+            if when == _INFINITY:
                 self._deadlock()
                 continue
             if when > max_time:
@@ -311,16 +330,24 @@ class SimCluster:
             if self.steps > max_events:
                 self._limit(f"the run passed its limit of {max_events} events")
                 continue
-            env.step()
+            event = events[0][3]
+            if event.__class__ is Timer:  # env.step() inlined: a timer has one callback and never fails
+                env._now = heappop(events)[0]
+                event.callbacks[0](event)
+            else:
+                env.step()
+            if check:  # what the callbacks did at once (see the module docstring)
+                self.check_invariants()
 
     def later(self, delay_s: float, fn: Callable[..., None], *args: Any) -> None:
-        """Enqueue ``fn(*args)`` ``delay_s`` from now (a bare SimPy timer, no process)."""
+        """Run ``fn(*args)`` ``delay_s`` from now (a bare SimPy timer, no process; see the module docstring)."""
         if delay_s < 0:
             raise ValueError(f"cannot schedule {getattr(fn, '__name__', fn)} {delay_s!r} s in the past")
-        self._schedule(Timer(self._later_callbacks, (fn, *args)), NORMAL, delay_s)
+        timer = Timer(self._later_callbacks, fn, args)
+        heappush(self._events, (self.env._now + delay_s, NORMAL, next(self._event_ids), timer))  # env.schedule
 
     def _later_fired(self, timer: Timer) -> None:
-        self.queue.append(timer.target)
+        timer.target(*timer.token)  # at once: where the queue would run it (module docstring)
 
     def run_exec(self, ex: Exec, how: str, value: Any) -> None:
         """Switch into a unit (start, resume or throw) and handle what it hands back."""
@@ -364,9 +391,9 @@ class SimCluster:
     def _switch_point(self) -> None:
         """Apply recorded reference changes (user code handed control back)."""
         ledger = self.ledger
-        if not ledger.pending():
+        if not (ledger.refs or ledger.actors):  # ledger.pending(), inlined
             return
-        events, unknown = ledger.take_ref_events(self.owner_of.get, now=self.env.now, stimulus_id="refs")
+        events, unknown = ledger.take_ref_events(self.owner_of.get, now=self.env._now, stimulus_id="refs")
         if unknown:
             self.stats["refs_unknown_object"] = self.stats.get("refs_unknown_object", 0) + unknown
         for event in events:
@@ -660,56 +687,38 @@ class SimCluster:
 
     def _forward_task(self, command: C.ForwardTask) -> None:
         size = FORWARD_BYTES + self.executor.inline_bytes(command.spec.task_id)
-        self.network.send(
-            command.from_node,
-            command.to_node,
-            size,
-            command,
-            self._forward_delivered,
-            on_dropped=self._forward_dropped,
-            on_failed=self._forward_delivered,
-        )
+        # Delivered, dropped, failed (a failed forward is handed over too, see below).
+        self.network.send(command.from_node, command.to_node, size, command, *self._forward_callbacks)
 
     def _forward_delivered(self, message: Message) -> None:
         # A forward to a node that died is still handed to it: the task manager
         # retries what was queued on a dead node once the node is declared dead.
+        # Runs at once, inside the network's step (see the module docstring).
         command: C.ForwardTask = message.payload
-        self.queue.append((self._arrive, command))
-
-    def _arrive(self, command: C.ForwardTask) -> None:
-        self.feed(self.router.arrival(command, now=self.env.now))
+        self.feed(self.router.arrival(command, now=self.env._now))
 
     def _forward_dropped(self, message: Message) -> None:
         self.count("forward_dropped")
         self.later(FORWARD_RETRY_S, self._forward_task, message.payload)
 
     def _pull_object(self, command: C.PullObject) -> None:
-        self.network.send(
-            command.source,
-            command.node,
-            command.size_bytes,
-            command,
-            self._pull_done,
-            on_dropped=self._pull_failed,
-            on_failed=self._pull_failed,
-        )
+        # Delivered, dropped, failed.
+        self.network.send(command.source, command.node, command.size_bytes, command, *self._pull_callbacks)
 
     def _pull_done(self, message: Message) -> None:
+        """The pull arrived: at once, inside the network's step (see the module docstring)."""
         command: C.PullObject = message.payload
-        self.queue.append((self._copied, command))
-
-    def _copied(self, command: C.PullObject) -> None:
         node = self.nodes[command.node]
         if not node.up or self.values.get(command.obj) is None:
             self._pull_failed_now(command)
             return
         self.values.add_copy(command.obj, command.node)
-        if self.trace.level >= TraceLevel.DEBUG:
+        if self.trace.level >= _DEBUG:
             self.emit(command.node, "object.copied", level=TraceLevel.DEBUG, obj=command.obj, source=command.source)
-        self.feed(_build_copied(self.env.now, self.sid("copied"), command.obj, command.node))
+        self.feed(_build_copied(self.env._now, self.sid("copied"), command.obj, command.node))
 
     def _pull_failed(self, message: Message) -> None:
-        self.queue.append((self._pull_failed_now, message.payload))
+        self._pull_failed_now(message.payload)  # at once, inside the network's step
 
     def _pull_failed_now(self, command: C.PullObject) -> None:
         self.count("pull_failed")
@@ -816,15 +825,7 @@ class SimCluster:
         # No "unchanged since my last report" shortcut: other schedulers may have
         # reserved room here since, and only a report puts their view right.
         rec.last_report = available
-        self.feed(
-            E.NodeResourcesReported(
-                now=self.env.now,
-                stimulus_id=self.sid("report"),
-                node=node,
-                incarnation=scheduler.incarnation,
-                available=available,
-            )
-        )
+        self.feed(_build_reported(self.env._now, self.sid("report"), node, scheduler.incarnation, available))
         return True
 
     def _arm_refresh(self) -> None:

@@ -20,39 +20,46 @@ from collections.abc import Callable
 
 from detray.core.events import Event, RefsAdded, RefsRemoved
 from detray.core.ids import ActorID, ObjectID, WorkerID
+from detray.core.records import builder
 
 _ADD = 1
 _REMOVE = -1
+# Positional builders: half the cost of a frozen dataclass's keyword __init__.
+_BUILD = {
+    _ADD: builder(RefsAdded, "now", "stimulus_id", "owner", "objects"),
+    _REMOVE: builder(RefsRemoved, "now", "stimulus_id", "owner", "objects"),
+}
 
 
 class RefLedger:
     """Reference changes recorded since the last switch point."""
 
     def __init__(self) -> None:
-        self._refs: deque[tuple[int, ObjectID]] = deque()
-        self._actors: deque[tuple[int, ActorID]] = deque()
+        # The loop reads these two (never reassigned) to see pending changes without a call.
+        self.refs: deque[tuple[int, ObjectID]] = deque()
+        self.actors: deque[tuple[int, ActorID]] = deque()
         self.closed = False
 
     # hooks (cheap, never raise)
 
     def ref_added(self, obj: ObjectID) -> None:
         if not self.closed:
-            self._refs.append((_ADD, obj))
+            self.refs.append((_ADD, obj))
 
     def ref_removed(self, obj: ObjectID) -> None:
         if not self.closed:
-            self._refs.append((_REMOVE, obj))
+            self.refs.append((_REMOVE, obj))
 
     def actor_added(self, actor: ActorID) -> None:
         if not self.closed:
-            self._actors.append((_ADD, actor))
+            self.actors.append((_ADD, actor))
 
     def actor_removed(self, actor: ActorID) -> None:
         if not self.closed:
-            self._actors.append((_REMOVE, actor))
+            self.actors.append((_REMOVE, actor))
 
     def pending(self) -> bool:
-        return bool(self._refs) or bool(self._actors)
+        return bool(self.refs) or bool(self.actors)
 
     # at a switch point
 
@@ -60,7 +67,7 @@ class RefLedger:
         self, owner_of: Callable[[ObjectID], WorkerID | None], *, now: float, stimulus_id: str
     ) -> tuple[list[Event], int]:
         """The batch as events (additions first), and how many changes named unknown objects."""
-        refs = self._refs
+        refs = self.refs
         count = len(refs)
         if not count:
             return [], 0
@@ -69,8 +76,7 @@ class RefLedger:
             owner = owner_of(obj)
             if owner is None:
                 return [], 1
-            cls = RefsAdded if sign == _ADD else RefsRemoved
-            return [cls(now=now, stimulus_id=stimulus_id, owner=owner, objects=(obj,))], 0
+            return [_BUILD[sign](now, stimulus_id, owner, (obj,))], 0
         added: dict[WorkerID, list[ObjectID]] = {}
         removed: dict[WorkerID, list[ObjectID]] = {}
         unknown = 0
@@ -87,20 +93,16 @@ class RefLedger:
                 bucket = target[owner] = []
             bucket.append(obj)
         events: list[Event] = []
-        for owner in sorted(added):
-            events.append(
-                RefsAdded(now=now, stimulus_id=stimulus_id, owner=owner, objects=tuple(sorted(added[owner])))
-            )
-        for owner in sorted(removed):
-            events.append(
-                RefsRemoved(now=now, stimulus_id=stimulus_id, owner=owner, objects=tuple(sorted(removed[owner])))
-            )
+        for sign, target in ((_ADD, added), (_REMOVE, removed)):
+            build = _BUILD[sign]
+            for owner in sorted(target):
+                events.append(build(now, stimulus_id, owner, tuple(sorted(target[owner]))))
         return events, unknown
 
     def take_actor_changes(self) -> list[tuple[ActorID, int]]:
         """Net handle count change per actor touched, sorted by actor id (zero included:
         a handle made and dropped within one step still leaves its actor to check)."""
-        actors = self._actors
+        actors = self.actors
         count = len(actors)
         if not count:
             return []

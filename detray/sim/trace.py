@@ -72,8 +72,12 @@ def encode_line(seq: int, t: float, node: str | None, kind: str, fields: dict[st
     """
     global _last_time
     t = float(t)
-    if not (math.isfinite(t) and t >= 0.0):
-        raise ValueError(f"virtual time must be finite and >= 0, got {t!r}")
+    last_t, t_text = _last_time
+    if t != last_t or not t:  # lines come in bursts at one instant (equal non-zero floats: same repr)
+        if not (math.isfinite(t) and t >= 0.0):  # checked once per instant (NaN is never equal)
+            raise ValueError(f"virtual time must be finite and >= 0, got {t!r}")
+        t_text = repr(t)
+        _last_time = (t, t_text)
     template: _Template | None
     key = (kind, *fields)
     try:
@@ -82,10 +86,6 @@ def encode_line(seq: int, t: float, node: str | None, kind: str, fields: dict[st
         template = _template(kind, fields)
     if template is None:  # a kind or key that is not a plain str: let json sort and convert it
         return _encode_record(seq, t, node, kind, fields)
-    last_t, t_text = _last_time
-    if t != last_t or not t:  # lines come in bursts at one instant (equal non-zero floats: same repr)
-        t_text = repr(t)
-        _last_time = (t, t_text)
     fast = _FAST_ENCODERS.get
     values = [t_text, (fast(node.__class__) or _ENCODER.encode)(node), (fast(seq.__class__) or _ENCODER.encode)(seq)]
     for value in fields.values():
@@ -209,11 +209,15 @@ class Trace:
         **fields: Any,
     ) -> None:
         """Record one event at virtual time ``t`` (seconds) if ``level`` is enabled."""
-        if level > self.level:
-            return
-        self._pending.append(encode_line(self._count, t, node, kind, fields))
+        if level <= self.level:
+            self.write(t, node, kind, fields)
+
+    def write(self, t: float, node: str | None, kind: str, fields: dict[str, Any]) -> None:
+        """Record one event whose level the caller checked (``fields`` as a dict: no unpacking)."""
+        pending = self._pending
+        pending.append(encode_line(self._count, t, node, kind, fields))
         self._count += 1
-        if self._file is not None and len(self._pending) >= self.buffer_lines:
+        if self._file is not None and len(pending) >= self.buffer_lines:
             self.flush()
 
     @property
