@@ -513,7 +513,9 @@ class ObjectDirectory:
         self._held: dict[str, _HeldFetch] = {}
         """Answered argument fetches still holding their copies, by waiter id."""
         self._freed: OrderedDict[ObjectID, None] = OrderedDict()
-        self._story: deque[tuple[str, str, str, tuple[object, ...]]] = deque(maxlen=story_lines_max)
+        self._story: deque[tuple[object, ...]] = deque(maxlen=story_lines_max)
+        """Flat entries (key, stimulus_id, template, *args), formatted only when read: one
+        tuple per entry (a nested args tuple: one more object for each young collection)."""
         self._out: list[Command] = []
         self._sid = ""
         self._now = 0.0
@@ -689,11 +691,7 @@ class ObjectDirectory:
 
     def story(self, key: str) -> list[str]:
         """Recent history of an object, node or waiter id (from a bounded log of all ids)."""
-        return [
-            f"[{sid}] {template % args}"
-            for line_key, sid, template, args in self._story
-            if line_key == key
-        ]
+        return [f"[{entry[1]}] {_text(entry)}" for entry in self._story if entry[0] == key]
 
     # -- membership ---------------------------------------------------------------
 
@@ -852,8 +850,7 @@ class ObjectDirectory:
         rec.primary = node
         rec.lost_reported = False
         # ``_set_status(rec, AVAILABLE, ...)``, inline: PENDING -> AVAILABLE is legal.
-        story = (obj, self._sid, "%s -> %s: primary on %s, %s bytes", ("pending", "available", node, size))
-        self._story.append(story)
+        self._story.append((obj, self._sid, "%s -> %s: primary on %s, %s bytes", "pending", "available", node, size))
         rec.status = _AVAILABLE
         if dest == node:
             w.ready[obj] = None
@@ -882,7 +879,7 @@ class ObjectDirectory:
         if self._copied_for_one_fetch(rec, node):
             return
         if self._place_secondary(rec, node):
-            self._story.append((obj, self._sid, "copied to %s", (node,)))  # ``_log``
+            self._story.append((obj, self._sid, "copied to %s", node))  # ``_log``
         else:
             self.stats["copies_dropped_no_room"] += 1
             store = self._stores[node]
@@ -923,7 +920,7 @@ class ObjectDirectory:
         rec.copies[node] = _Copy()  # ``_place_secondary``: it fits
         store.secondaries[obj] = None
         store.used_bytes += size
-        self._story.append((obj, self._sid, "copied to %s", (node,)))  # ``_log``
+        self._story.append((obj, self._sid, "copied to %s", node))  # ``_log``
         w.ready[obj] = None  # ``_resolve``: ready here, and held
         self._hold(rec, node)
         return True
@@ -1681,7 +1678,7 @@ class ObjectDirectory:
         self._inbound(dest_store, size)
         self._hold(rec, source)
         self.stats["pulls"] += 1
-        self._story.append((obj, sid, "pull from %s to %s", (source, dest)))  # ``_log``
+        self._story.append((obj, sid, "pull from %s to %s", source, dest))  # ``_log``
         pull = _build_pull(sid, obj, source, dest, size)
         self._out.append(pull)
 
@@ -1931,9 +1928,9 @@ class ObjectDirectory:
         if (old, new._value_) not in _LEGAL:
             self._check_transition(rec, new)  # raises
         if args:  # ``_log``, inline
-            self._story.append((rec.obj, self._sid, "%s -> %s: " + why, (old, new._value_, *args)))
+            self._story.append((rec.obj, self._sid, "%s -> %s: " + why, old, new._value_) + args)
         else:
-            self._story.append((rec.obj, self._sid, "%s -> %s: %s", (old, new._value_, why)))
+            self._story.append((rec.obj, self._sid, "%s -> %s: %s", old, new._value_, why))
         rec.status = new
 
     def _set_copy_state(self, rec: _Object, node: NodeID, copy: _Copy, new: CopyState) -> None:
@@ -1947,7 +1944,7 @@ class ObjectDirectory:
 
     def _log(self, key: str, template: str, *args: object) -> None:
         # Formatting waits until someone reads the story: the hot path only appends a tuple.
-        self._story.append((key, self._sid, template, args))
+        self._story.append((key, self._sid, template) + args)
 
     # -- the outside checker's hook -------------------------------------------------------
 
@@ -2179,3 +2176,10 @@ class ObjectDirectory:
             assert node in self._objects[obj].failed_sources, f"{node}: troubled {obj}"
         assert used == store.used_bytes, f"{node}: used {store.used_bytes} != copies {used}"
         assert used <= store.capacity_bytes, f"{node}: used {used} > capacity {store.capacity_bytes}"
+
+
+def _text(entry: tuple[object, ...]) -> str:
+    """The text of a story entry (key, stimulus_id, template, *args): ``template % args``."""
+    template = entry[2]
+    assert isinstance(template, str)
+    return template % entry[3:]

@@ -337,9 +337,10 @@ class Scheduler:
         duplicate). Strings and ints only: the garbage collector stops tracking the entries."""
         self._done_max = done_attempts_max
         self._story: deque[tuple[Any, ...]] = deque(maxlen=story_lines_max)
-        """(key, stimulus_id, template, args[, state name[, attempt]]): a line is formatted only
-        when ``story`` reads it (``_story_line``); a move adds the new state's name (and, for
-        an attempt, its number)."""
+        """Flat entries (key, stimulus_id, state name, attempt, template, *args): a line is
+        formatted only when ``story`` reads it (``_story_line``); state name and attempt are
+        None but for a move (attempt None for a worker's). One flat tuple per entry: a nested
+        args tuple would be one more object for each young garbage collection to visit."""
         self._handlers: dict[type[E.Event], Callable[[Any, list[C.Command]], None]] = {
             E.TaskArrived: self._on_task_arrived,
             E.ArgumentsFetched: self._on_arguments_fetched,
@@ -500,7 +501,7 @@ class Scheduler:
         else:
             self._attempts[spec.task_id] = [attempt]
         sid = ev.stimulus_id
-        self._story.append((spec.task_id, sid, "attempt %s arrived (hops %s)", (attempt, hops)))  # ``_log``
+        self._story.append((spec.task_id, sid, None, None, "attempt %s arrived (hops %s)", attempt, hops))  # ``_log``
         decision = self._decide(rec)
         if decision.kind is _LOCAL and self._starts_at_once(rec):
             self._start_at_once(rec, sid, out)
@@ -566,7 +567,9 @@ class Scheduler:
                 self.stats["stale_task_started"] += 1
             return
         self.stats["task_started"] += 1
-        self._story.append((ev.task, ev.stimulus_id, "attempt %s started on %s", (ev.attempt, ev.worker)))  # ``_log``
+        self._story.append(
+            (ev.task, ev.stimulus_id, None, None, "attempt %s started on %s", ev.attempt, ev.worker)
+        )  # ``_log``
 
     def _on_result(self, ev: E.TaskFinished | E.TaskFailed, out: list[C.Command]) -> None:
         """``TaskFinished`` or ``TaskFailed``."""
@@ -596,10 +599,10 @@ class Scheduler:
             new = _FINISHED if ok else _FAILED
             rec.state = new
             template = "finished on %s" if ok else "failed on %s"
-            story.append((rec.spec.task_id, sid, template, (wid,), new._name_, rec.attempt))
+            story.append((rec.spec.task_id, sid, new._name_, rec.attempt, template, wid))
             self._ledger.release(allocation)
             worker.state = _W_IDLE
-            story.append((wid, sid, "idle", (), _W_IDLE_NAME))
+            story.append((wid, sid, _W_IDLE_NAME, None, "idle"))
             bisect.insort(self._idle, (worker.counter, wid))
             self._retire(rec, sid, out)
             if self._queues or self._waiting_worker:  # (else ``_dispatch`` has nothing to do)
@@ -894,10 +897,10 @@ class Scheduler:
         task = rec.spec.task_id
         attempt = rec.attempt
         story = self._story
-        story.append((task, sid, "placed here", (), _QUEUED_NAME, attempt))  # ``_set``
+        story.append((task, sid, _QUEUED_NAME, attempt, "placed here"))  # ``_set``
         rec.allocation = self._ledger.allocate(rec.spec.resources)
         rec.state = _WAITING_FOR_WORKER
-        story.append((task, sid, "resources allocated", (), _WAITING_FOR_WORKER_NAME, attempt))  # ``_set``
+        story.append((task, sid, _WAITING_FOR_WORKER_NAME, attempt, "resources allocated"))  # ``_set``
         _, wid = self._idle.pop(0)
         self._start(rec, self._workers[wid], sid, out)
 
@@ -1112,7 +1115,7 @@ class Scheduler:
                 self.story(rec.spec.task_id),
             )
         rec.state = new
-        self._story.append((rec.spec.task_id, sid, template, args, new._name_, rec.attempt))
+        self._story.append((rec.spec.task_id, sid, new._name_, rec.attempt, template) + args)
 
     def _set_worker(self, worker: _Worker, new: WorkerState, sid: str, template: str, *args: Any) -> None:
         if (worker.state._value_, new._value_) not in _WORKER_LEGAL:
@@ -1121,7 +1124,7 @@ class Scheduler:
                 self.story(worker.worker),
             )
         worker.state = new
-        self._story.append((worker.worker, sid, template, args, new._name_))
+        self._story.append((worker.worker, sid, new._name_, None, template) + args)
 
     def _set_life(self, new: SchedulerState) -> None:
         if (self.state, new) not in SCHEDULER_TRANSITIONS:
@@ -1132,7 +1135,7 @@ class Scheduler:
 
     def _log(self, key: str, sid: str, template: str, *args: Any) -> None:
         """A story line ``template % args`` (formatted when read; no ``args``: as is)."""
-        self._story.append((key, sid, template, args))
+        self._story.append((key, sid, None, None, template) + args)
 
     # -- invariants --------------------------------------------------------------------------------
 
@@ -1292,12 +1295,13 @@ def _text(template: str, args: tuple[Any, ...]) -> str:
 def _story_line(entry: tuple[Any, ...]) -> str:
     """The text of a story entry: ``sid: text``, ``sid: STATE: text`` for a worker's move,
     ``sid: #attempt STATE: text`` for an attempt's move."""
-    text = _text(entry[2], entry[3])
-    if len(entry) == 4:
-        return f"{entry[1]}: {text}"
-    if len(entry) == 5:
-        return f"{entry[1]}: {entry[4]}: {text}"
-    return f"{entry[1]}: #{entry[5]} {entry[4]}: {text}"
+    sid, state, attempt = entry[1:4]
+    text = _text(entry[4], entry[5:])
+    if state is None:
+        return f"{sid}: {text}"
+    if attempt is None:
+        return f"{sid}: {state}: {text}"
+    return f"{sid}: #{attempt} {state}: {text}"
 
 
 def _subtract(into: Units, amounts: Mapping[str, int]) -> None:

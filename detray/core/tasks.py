@@ -317,12 +317,12 @@ class TaskManager:
         # OrderedDicts, since a plain dict's next(iter()) walks every entry deleted
         # from its front (quadratic at scale).
         self._outcomes: collections.OrderedDict[TaskID, Outcome] = collections.OrderedDict()
-        self._story: collections.deque[tuple[str, str, str, tuple[object, ...], str | None, str | None]] = (
-            collections.deque(maxlen=story_lines_max)
-        )
-        """(key, stimulus_id, template, args, from_state, to_state): the text is
+        self._story: collections.deque[tuple[object, ...]] = collections.deque(maxlen=story_lines_max)
+        """Flat entries (key, stimulus_id, from_state, to_state, template, *args): the text is
         ``template % args`` (``template`` as is without args), formatted only when read; the
-        states by name (strings: the garbage collector stops tracking old entries)."""
+        states by name, None for a plain log line (strings: the garbage collector stops
+        tracking old entries). One flat tuple per entry: a nested args tuple would be one
+        more object for each young garbage collection to visit."""
         self._handlers: dict[type[ev.Event], _Handler] = {
             ev.TaskSubmitted: self._on_task_submitted,
             ev.ArgumentsReady: self._on_arguments_ready,
@@ -476,13 +476,7 @@ class TaskManager:
 
     def story(self, key: str) -> list[str]:
         """Recent history lines of a task, object, actor, owner or node id."""
-        return [
-            f"{sid}: {_text(template, args)}"
-            if old is None or new is None
-            else f"{sid}: {old} -> {new}: {_text(template, args)}"
-            for k, sid, template, args, old, new in self._story
-            if k == key
-        ]
+        return [_story_line(entry) for entry in self._story if entry[0] == key]
 
     # --- tasks: submission and arguments ------------------------------------------------------
 
@@ -517,7 +511,7 @@ class TaskManager:
         if args:
             self._hold(args)
             self._pin(args)
-        self._story.append((tid, sid, "submitted from %s with %s args", (e.node, len(args)), None, None))
+        self._story.append((tid, sid, None, None, "submitted from %s with %s args", e.node, len(args)))
         if kind is _ACTOR_TASK and spec.actor_id is not None and self._ordered_calls(spec.actor_id):
             key = (spec.owner, spec.actor_id)
             queue = self._call_queues.get(key)
@@ -1387,14 +1381,14 @@ class TaskManager:
                 self.story(rec.key),
             )
         rec.state = new
-        self._story.append((rec.key, sid, why, args, old._name_, new._name_))
+        self._story.append((rec.key, sid, old._name_, new._name_, why) + args)
 
     def _log(self, key: str, sid: str, text: str, *args: object) -> None:
-        self._story.append((key, sid, text, args, None, None))
+        self._story.append((key, sid, None, None, text) + args)
 
     def _drop(self, key: str, sid: str, stat: str, text: str, *args: object) -> None:
         self.stats[stat] += 1
-        self._story.append((key, sid, text, args, None, None))
+        self._story.append((key, sid, None, None, text) + args)
 
     def _remember(self, task: TaskID, outcome: Outcome) -> None:
         outcomes = self._outcomes
@@ -1559,3 +1553,13 @@ def will_retry(spec: TaskSpec, attempt: int, error_types: tuple[str, ...]) -> bo
 def _text(template: str, args: tuple[object, ...]) -> str:
     """A story line: ``template % args``, or ``template`` as is without ``args``."""
     return template % args if args else template
+
+
+def _story_line(entry: tuple[object, ...]) -> str:
+    """A story entry as read: ``sid: text``, or ``sid: OLD -> NEW: text`` for a move."""
+    sid, old, new, template = entry[1:5]
+    assert isinstance(template, str)
+    text = _text(template, entry[5:])
+    if old is None or new is None:
+        return f"{sid}: {text}"
+    return f"{sid}: {old} -> {new}: {text}"

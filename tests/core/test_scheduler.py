@@ -1164,3 +1164,17 @@ def test_story_lines_of_an_attempt_and_its_worker_from_arrival_to_the_end() -> N
         f"s8: LEASED: runs {c.task_id} attempt 1",
     ]
     assert story(wb)[-1] == "s7: IDLE: idle"
+
+
+def test_story_entries_are_flat_tuples_and_the_bound_counts_entries() -> None:
+    # One flat tuple per entry (no nested args tuple for the garbage collector to visit);
+    # the bound keeps the newest ``story_lines_max`` entries, one line each.
+    node = Node(resources={CPU: 2})
+    a, b = spec(1), spec(2)
+    wa, _ = node.run(a)
+    node.finish(a, wa)
+    node.arrive(b, hops=1)
+    entries = list(node.scheduler._story)
+    assert entries and all(not isinstance(field, tuple) for entry in entries for field in entry)
+    lines = [line for key in dict.fromkeys(e[0] for e in entries) for line in node.scheduler.story(key)]
+    assert len(lines) == len(entries)
