@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from detray.core.ids import ActorID, NodeID, ObjectID
-from detray.serialization import SerializedObject, deserialize
+from detray.serialization import SerializedObject, deserialize, serialize, serialize_returns
 
 
 @dataclass(slots=True)
@@ -33,6 +33,8 @@ class StoredValue:
 
 def freeze(serialized: SerializedObject, *, is_error: bool = False) -> StoredValue:
     """An immutable stored value: out-of-band buffers copied to ``bytes``."""
+    if serialized.inband == _NONE_INBAND and not is_error:  # ``None`` (nothing else pickles to these bytes)
+        return NONE_STORED
     if serialized.buffers:
         serialized = SerializedObject(
             inband=serialized.inband,
@@ -48,6 +50,26 @@ def freeze(serialized: SerializedObject, *, is_error: bool = False) -> StoredVal
         tuple(serialized.contained_refs),
         tuple(serialized.contained_actors),
     )
+
+
+NONE_SERIALIZED = serialize(None)
+"""``None`` serialized, shared by every ``None`` result (``serialize_result``); never mutated."""
+
+_NONE_INBAND = NONE_SERIALIZED.inband
+
+NONE_STORED = StoredValue(NONE_SERIALIZED, False, NONE_SERIALIZED.total_bytes)
+"""The stored value of every ``None`` result: each reader (``read``, sizes, pulls, spills,
+evictions, lineage re-stores) only reads a stored value, and one that contains nothing and
+is no error reads the same from any object, so one record serves them all (no
+``SerializedObject`` + three lists + ``StoredValue`` per task kept alive until the get)."""
+
+
+def serialize_result(result: Any, name: str, count: int) -> list[SerializedObject]:
+    """``serialize_returns``, with a lone ``None`` result (the common no-op task) as the
+    shared ``NONE_SERIALIZED`` rather than a fresh copy of the same bytes."""
+    if result is None and count == 1:
+        return [NONE_SERIALIZED]
+    return serialize_returns(result, name, count)
 
 
 def read(value: StoredValue) -> Any:

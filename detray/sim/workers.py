@@ -48,11 +48,11 @@ from detray.exceptions import (
     from_failure,
 )
 from detray.runtime import StoredError
-from detray.serialization import serialize, serialize_returns
+from detray.serialization import serialize
 from detray.sim import streams
 from detray.sim.asyncloop import VirtualLoop
 from detray.sim.errors import WorkerKilled
-from detray.sim.objects import StoredValue, freeze, read
+from detray.sim.objects import StoredValue, freeze, read, serialize_result
 from detray.sim.records import (
     ActorInstance,
     Exec,
@@ -245,10 +245,11 @@ class Executor:
                 self._start_async_call(run, actor, context)
                 return
         full_label = f"{label} pid={worker.pid}, ip={node_id}"
+        # fn, args, kwargs, context, label, key, random_slot (positional: one unit per attempt)
         if actor is not None:
-            unit = UserCode(body, (self, run), context=context, label=full_label, random_slot=actor.random_slot)
+            unit = UserCode(body, (self, run), None, context, full_label, (), actor.random_slot)
         else:
-            unit = UserCode(body, (self, run), context=context, label=full_label, key=(task, attempt))
+            unit = UserCode(body, (self, run), None, context, full_label, (task, attempt))
         ex = Exec(unit, context, worker, run, actor)  # unit, context, worker, run, actor
         run.exec = ex
         worker.execs.append(ex)
@@ -305,7 +306,7 @@ class Executor:
 
     def pack_returns(self, run: Run, result: Any) -> list[Any]:
         """Serialize a body's result into its return objects (runs as user code)."""
-        return serialize_returns(result, run.spec.name, len(run.spec.return_ids))
+        return serialize_result(result, run.spec.name, len(run.spec.return_ids))
 
     # -- a unit ended or blocked --------------------------------------------------------------------
 
@@ -797,10 +798,30 @@ class Executor:
             self.hold_actors(payload.held_actors)
         run = parent.run
         if run is not None and run.payload is not None:
-            children = run.payload.children
+            own = run.payload
+            if own.shared:
+                own = self._own_payload(run)
+            children = own.children
             if children is None:
-                children = run.payload.children = []
+                children = own.children = []
             children.append(task)
+
+    def _own_payload(self, run: Run) -> Payload:
+        """The parent's own copy of its shared payload, to list its children in: the one its
+        task already has if another attempt made it, else a new one that replaces the shared
+        record in ``payloads`` (if dropped, no cancel can reach its children, as before)."""
+        shared = run.payload
+        assert shared is not None
+        parent = run.spec.task_id
+        current = self.payloads.get(parent)
+        if current is not None and not current.shared:
+            own = current  # a copy made for an earlier attempt: same record, as before the copy
+        else:
+            own = Payload(shared.function, shared.method, shared.args, shared.kwargs, shared.num_returns)
+            if current is shared:
+                self.payloads[parent] = own
+        run.payload = own
+        return own
 
     def inline_bytes(self, task: TaskID) -> int:
         payload = self.payloads.get(task)
