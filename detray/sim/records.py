@@ -63,9 +63,6 @@ class Payload:
     """Actor handles nested in the arguments: their actors stay in scope meanwhile."""
     children: list[TaskID] | None = None
     """Tasks submitted by attempts of this task (recursive cancel)."""
-    shared: bool = False
-    """One record for every argument-less call of a function (``SimRuntime._bare_payload``):
-    read-only; a task that submits children first gets its own copy (``Executor.add_payload``)."""
 
 
 @dataclass(slots=True, eq=False)

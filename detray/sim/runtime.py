@@ -86,7 +86,6 @@ class SimRuntime:
             parent_key=ids.driver_task_id(self.job),
         )
         self._registered: dict[str, None] = {}
-        self._bare_payloads: dict[FunctionDescriptor, Payload] = {}
         self._argument_handles: list[ObjectRef] = []
         self._caller_seq: dict[tuple[WorkerID, ActorID], int] = {}
         self._driver_glet = greenlet.getcurrent()
@@ -227,23 +226,13 @@ class SimRuntime:
         return_ids = _return_ids(task, options.num_returns)
         if args or kwargs:
             slots, kw_slots, deps, held, actors = self._pack(options.name, args, kwargs, context)
-            # function, method, args, kwargs, num_returns, held_refs, held_actors (positional: a third of the cost)
-            payload = Payload(function, None, slots, kw_slots, options.num_returns, held, tuple(actors))
         else:
-            deps = ()
-            payload = self._bare_payload(function, options.num_returns)
+            slots, kw_slots, deps, held, actors = (), (), (), (), []
+        # function, method, args, kwargs, num_returns, held_refs, held_actors (positional: a third of the cost)
+        payload = Payload(function, None, slots, kw_slots, options.num_returns, held, tuple(actors))
         spec = task_spec(options, task, context.job, owner, deps, return_ids)  # task_id, job_id, owner, args, return_ids
         cluster.executor.add_payload(task, payload, context)
         return self._submit(cluster, context, task, spec, return_ids, owner, options.name)
-
-    def _bare_payload(self, function: FunctionDescriptor, num_returns: int) -> Payload:
-        """The payload of an argument-less call: one shared record per function (no record
-        per task kept until it finishes; its content is the same for every such call)."""
-        payload = self._bare_payloads.get(function)
-        if payload is None or payload.num_returns != num_returns:
-            payload = Payload(function, None, (), (), num_returns, (), (), None, True)
-            self._bare_payloads[function] = payload
-        return payload
 
     def _submit(self, cluster: Any, context: Any, task: Any, spec: Any, return_ids: Any, owner: Any, name: str) -> list[ObjectRef]:
         """The common tail of task and actor-task submission: count the return refs

@@ -798,30 +798,10 @@ class Executor:
             self.hold_actors(payload.held_actors)
         run = parent.run
         if run is not None and run.payload is not None:
-            own = run.payload
-            if own.shared:
-                own = self._own_payload(run)
-            children = own.children
+            children = run.payload.children
             if children is None:
-                children = own.children = []
+                children = run.payload.children = []
             children.append(task)
-
-    def _own_payload(self, run: Run) -> Payload:
-        """The parent's own copy of its shared payload, to list its children in: the one its
-        task already has if another attempt made it, else a new one that replaces the shared
-        record in ``payloads`` (if dropped, no cancel can reach its children, as before)."""
-        shared = run.payload
-        assert shared is not None
-        parent = run.spec.task_id
-        current = self.payloads.get(parent)
-        if current is not None and not current.shared:
-            own = current  # a copy made for an earlier attempt: same record, as before the copy
-        else:
-            own = Payload(shared.function, shared.method, shared.args, shared.kwargs, shared.num_returns)
-            if current is shared:
-                self.payloads[parent] = own
-        run.payload = own
-        return own
 
     def inline_bytes(self, task: TaskID) -> int:
         payload = self.payloads.get(task)
