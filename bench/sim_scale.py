@@ -13,7 +13,7 @@ on (``events`` level) and buffered to a file. Printed per size: the wall time
 to bring the cluster up (not counted), the wall time of submit + get, tasks
 per wall second, microseconds per task, and the ratio to the baseline.
 
-``--split`` wraps ``Router.handle`` and ``Trace.emit`` with timers and
+``--split`` wraps ``Router.handle`` and ``Trace.write`` with timers and
 watches the collector, then prints the time per task in the core, the trace
 writer, garbage collection and the rest (the simulator around the core); a
 collection that starts inside the core counts in both, and the wrappers add
@@ -167,7 +167,7 @@ class Split:
         from detray.sim.trace import Trace
 
         self.seconds = {"core": 0.0, "trace": 0.0, "gc": 0.0}
-        self._patched = [(Router, "handle"), (Trace, "emit")]
+        self._patched = [(Router, "handle"), (Trace, "write")]  # Trace.emit calls write too
         self._originals = [getattr(cls, name) for cls, name in self._patched]
         self._gc_started = 0.0
         for (cls, name), key in zip(self._patched, ("core", "trace")):
