@@ -1031,7 +1031,8 @@ class ObjectDirectory:
             return
         if (rec.status._value_, "freed") not in _LEGAL:
             self._check_transition(rec, _FREED)  # raises
-        self._log(obj, "%s -> freed: deleting %s copies", rec.status._value_, len(rec.copies))
+        entry = (obj, self._sid, "%s -> freed: deleting %s copies", rec.status._value_, len(rec.copies))
+        self._story.append(entry)  # ``_log``
         self._drop_every_copy(rec, "freed")
         rec.status = _FREED
         if not rec.waiters:

@@ -319,7 +319,11 @@ class Scheduler:
         schedulers that wait for a change (see ``waits_for_view``)."""
         self._view = ClusterView(node, ResourceTable() if table is None else table, self._ledger, self._demand)
         self._tasks: dict[Key, _Attempt] = {}
-        self._attempts: dict[TaskID, list[int]] = {}
+        self._attempts: dict[TaskID, int] = {}
+        """Each task's latest attempt live here; its older live attempts (rare: a retry arrived
+        before the old attempt left) are in ``_older_attempts``, ascending. Ints, not a list
+        per task: nothing to allocate for the garbage collector to track."""
+        self._older_attempts: dict[TaskID, list[int]] = {}
         self._infeasible: dict[Key, None] = {}
         # FIFOs whose head is taken over and over: OrderedDicts, because a plain dict's
         # next(iter()) walks over every entry deleted from its front (quadratic).
@@ -416,10 +420,9 @@ class Scheduler:
     def worker_of(self, task: TaskID, attempt: int | None = None) -> WorkerID | None:
         """The worker running the attempt (default: the task's latest live attempt)."""
         if attempt is None:
-            live = self._attempts.get(task)
-            if not live:
+            attempt = self._attempts.get(task)
+            if attempt is None:
                 return None
-            attempt = live[-1]
         rec = self._tasks.get((task, attempt))
         return None if rec is None else rec.worker
 
@@ -479,7 +482,7 @@ class Scheduler:
         if left is not None:
             del self._done[key]  # it comes back, forwarded further
         live = self._attempts.get(spec.task_id)
-        if live and live[-1] > ev.attempt:
+        if live is not None and live > ev.attempt:
             self.stats["stale_task_arrived"] += 1
             return
         self._seq += 1
@@ -496,10 +499,9 @@ class Scheduler:
         attempt = ev.attempt
         rec = _Attempt(spec, attempt, self._seq, hops, ev.arg_bytes_by_node, cls, key)
         self._tasks[key] = rec
-        if live:
-            live.append(attempt)
-        else:
-            self._attempts[spec.task_id] = [attempt]
+        if live is not None:
+            self._older_attempts.setdefault(spec.task_id, []).append(live)
+        self._attempts[spec.task_id] = attempt
         sid = ev.stimulus_id
         self._story.append((spec.task_id, sid, None, None, "attempt %s arrived (hops %s)", attempt, hops))  # ``_log``
         decision = self._decide(rec)
@@ -799,6 +801,7 @@ class Scheduler:
             self._set(rec, _LOST, sid, "node died: %s", why)
         self._tasks.clear()
         self._attempts.clear()
+        self._older_attempts.clear()
         self._infeasible.clear()
         self._queues.clear()
         self._waiting_worker.clear()
@@ -916,7 +919,7 @@ class Scheduler:
         assert to_node is not None and to_node in self._view.table.nodes, (to_node, reason)
         spec = rec.spec
         self._view.table.reserve(to_node, spec.placement)
-        self._set(rec, _FORWARDED, sid, "forwarded to %s (%s)", to_node, reason)
+        self._set2(rec, _FORWARDED, sid, "forwarded to %s (%s)", to_node, reason)
         self._retire(rec, sid, out)
         self.stats["forwarded"] += 1
         forward = _build_forward(sid, spec, rec.attempt, self.node, to_node, rec.hops + 1)
@@ -1064,8 +1067,8 @@ class Scheduler:
         wid = worker.worker
         worker.task = rec.key
         rec.worker = wid
-        self._set_worker(worker, _W_LEASED, sid, "runs %s attempt %s", rec.spec.task_id, rec.attempt)
-        self._set(rec, _RUNNING, sid, "started on %s", wid)
+        self._set_worker2(worker, _W_LEASED, sid, "runs %s attempt %s", rec.spec.task_id, rec.attempt)
+        self._set1(rec, _RUNNING, sid, "started on %s", wid)
         self._running += 1
         start = _build_start(sid, rec.spec, rec.attempt, self.node, wid, rec.allocation.gpu_ids)
         out.append(start)
@@ -1097,14 +1100,24 @@ class Scheduler:
             release = _build_release(sid, task, rec.attempt, self.node)
             out.append(release)
         del self._tasks[key]
-        live = self._attempts[task]
-        live.remove(rec.attempt)
-        if not live:
+        if task in self._older_attempts:
+            self._forget_attempt(task, rec.attempt)
+        else:  # its only live attempt here (the common case)
             del self._attempts[task]
         done = self._done
         done[key] = (rec.state._value_, rec.hops)
         if len(done) > self._done_max:
             done.popitem(last=False)
+
+    def _forget_attempt(self, task: TaskID, attempt: int) -> None:
+        """Take ``attempt`` out of the live attempts of a task with more than one live here."""
+        older = self._older_attempts[task]
+        if self._attempts[task] == attempt:
+            self._attempts[task] = older.pop()
+        else:
+            older.remove(attempt)
+        if not older:
+            del self._older_attempts[task]
 
     def _set(self, rec: _Attempt, new: TaskState, sid: str, template: str, *args: Any) -> None:
         """Move an attempt; its story line is ``template % args`` (formatted when read)."""
@@ -1117,6 +1130,20 @@ class Scheduler:
         rec.state = new
         self._story.append((rec.spec.task_id, sid, new._name_, rec.attempt, template) + args)
 
+    # ``_set``/``_set_worker`` with a fixed number of arguments for the hot moves: the entry
+    # is built as one tuple (no ``*args`` tuple to pack, no concatenation); ``_set`` raises.
+    def _set1(self, rec: _Attempt, new: TaskState, sid: str, template: str, arg: Any) -> None:
+        if (rec.state._value_, new._value_) not in _LEGAL:
+            self._set(rec, new, sid, template, arg)  # raises
+        rec.state = new
+        self._story.append((rec.spec.task_id, sid, new._name_, rec.attempt, template, arg))
+
+    def _set2(self, rec: _Attempt, new: TaskState, sid: str, template: str, arg: Any, arg2: Any) -> None:
+        if (rec.state._value_, new._value_) not in _LEGAL:
+            self._set(rec, new, sid, template, arg, arg2)  # raises
+        rec.state = new
+        self._story.append((rec.spec.task_id, sid, new._name_, rec.attempt, template, arg, arg2))
+
     def _set_worker(self, worker: _Worker, new: WorkerState, sid: str, template: str, *args: Any) -> None:
         if (worker.state._value_, new._value_) not in _WORKER_LEGAL:
             raise InvalidTransition(
@@ -1125,6 +1152,15 @@ class Scheduler:
             )
         worker.state = new
         self._story.append((worker.worker, sid, new._name_, None, template) + args)
+
+    def _set_worker2(
+        self, worker: _Worker, new: WorkerState, sid: str, template: str, arg: Any, arg2: Any
+    ) -> None:
+        """``_set_worker`` with two arguments (see ``_set1``)."""
+        if (worker.state._value_, new._value_) not in _WORKER_LEGAL:
+            self._set_worker(worker, new, sid, template, arg, arg2)  # raises
+        worker.state = new
+        self._story.append((worker.worker, sid, new._name_, None, template, arg, arg2))
 
     def _set_life(self, new: SchedulerState) -> None:
         if (self.state, new) not in SCHEDULER_TRANSITIONS:
@@ -1230,10 +1266,11 @@ class Scheduler:
         for cls, queue in self._queues.items():
             for key in queue:
                 assert self._tasks[key].cls == cls, f"{key} queued under another class"
-        assert {t: sorted(a) for t, a in attempts.items()} == {
-            t: sorted(a) for t, a in self._attempts.items()
-        }, "attempts index"
-        assert all(a == sorted(a) for a in self._attempts.values()), "attempts index order"
+        indexed = {t: self._older_attempts.get(t, []) + [a] for t, a in self._attempts.items()}
+        assert {t: sorted(a) for t, a in attempts.items()} == indexed, "attempts index"
+        assert all(a == sorted(a) for a in indexed.values()), "attempts index order"
+        assert self._older_attempts.keys() <= self._attempts.keys(), "older attempts without a latest"
+        assert all(self._older_attempts.values()), "an empty older-attempts list was kept"
         assert _nonzero(demand) == _nonzero(self._demand), f"demand {self._demand} != {demand}"
         assert len(self._done) <= self._done_max, "done memory over its bound"
         # Dispatch reached its fixed point.

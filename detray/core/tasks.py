@@ -519,7 +519,11 @@ class TaskManager:
                 queue = self._call_queues[key] = collections.OrderedDict()
             queue[tid] = None
             rec.call_queue = key
-        self._await_args(rec, sid, out)
+        if args or rec.call_queue is not None:
+            self._await_args(rec, sid, out)
+        else:  # ``_await_args`` then ``_args_resolved``, fused: nothing to wait for
+            rec.args_ready = True
+            self._schedule(rec, sid, out)
 
     def _await_args(self, rec: _Task, sid: str, out: list[cmd.Command]) -> None:
         rec.args_ready = False
@@ -561,7 +565,7 @@ class TaskManager:
         self._args_resolved(rec, sid, out)
 
     def _schedule(self, rec: _Task, sid: str, out: list[cmd.Command]) -> None:
-        self._move(rec, _S, sid, "attempt %s submitted", rec.attempt)
+        self._move1(rec, _S, sid, "attempt %s submitted", rec.attempt)
         self._submit_attempt(rec, sid, out)
 
     def _submit_attempt(self, rec: _Task, sid: str, out: list[cmd.Command]) -> None:
@@ -635,7 +639,8 @@ class TaskManager:
             return
         if rec.node != e.node:
             self._place(rec, e.node, None)
-            self._log(rec.key, sid, "attempt %s moved to %s", rec.attempt, e.node)
+            moved = (rec.key, sid, None, None, "attempt %s moved to %s", rec.attempt, e.node)
+            self._story.append(moved)  # ``_log``
 
     def _on_task_started(self, e: ev.TaskStarted, out: list[cmd.Command]) -> None:
         sid = e.stimulus_id
@@ -644,7 +649,7 @@ class TaskManager:
             # The common case, decided as below without a second lookup.
             if not (self._dead_incarnation and self._node_is_dead(e.node)):
                 self._place(rec, e.node, e.worker)
-                self._move(rec, _R, sid, "attempt %s running on %s", rec.attempt, e.worker)
+                self._move2(rec, _R, sid, "attempt %s running on %s", rec.attempt, e.worker)
                 return
         if rec is None:
             outcome = self._outcomes.get(e.task)
@@ -670,7 +675,7 @@ class TaskManager:
                 self._attempt_lost(rec, ErrorKind.NODE_DIED, sid, out, f"it started on {e.node}, which died", e.node)
             return
         self._place(rec, e.node, e.worker)
-        self._move(rec, _R, sid, "attempt %s running on %s", rec.attempt, e.worker)
+        self._move2(rec, _R, sid, "attempt %s running on %s", rec.attempt, e.worker)
 
     def _result_matches(self, rec: _Task, node: NodeID, worker: WorkerID, sid: str, what: str) -> bool:
         if rec.state is _R and worker != rec.worker:
@@ -699,7 +704,7 @@ class TaskManager:
             rec.cancel_requested = False
             rec.cancel_force = False
         self._unplace(rec)
-        self._move(rec, _FINISHED, sid, "attempt %s finished on %s", rec.attempt, e.worker)
+        self._move2(rec, _FINISHED, sid, "attempt %s finished on %s", rec.attempt, e.worker)
         if rec.reconstructing or rec.lost:
             rec.reconstructing = False
             rec.lost.clear()
@@ -1174,17 +1179,25 @@ class TaskManager:
             rec.node = node
             rec.worker = worker
             return
-        if rec.node is not None:
-            self._unplace(rec)
+        key = rec.key
+        old = rec.node
+        if old == node and rec.worker is None:
+            # Started where it was queued: ``_unplace`` then the else branch, fused: the key
+            # moves to the end of its node's index (kept, not deleted and made again).
+            queued = self._by_node[node]
+            del queued[key]
+            queued[key] = None
+        else:
+            if old is not None:
+                self._unplace(rec)
+            by_node = self._by_node
+            at_node = by_node.get(node)
+            if at_node is None:
+                by_node[node] = {key: None}
+            else:
+                at_node[key] = None
         rec.node = node
         rec.worker = worker
-        key = rec.key
-        by_node = self._by_node
-        at_node = by_node.get(node)
-        if at_node is None:
-            by_node[node] = {key: None}
-        else:
-            at_node[key] = None
         if worker is not None:
             by_worker = self._by_worker
             on_worker = by_worker.get(worker)
@@ -1340,7 +1353,7 @@ class TaskManager:
         if owner is not None and owner in self._dead_owners:
             return
         self.stats["objects_freed"] += 1
-        self._log(obj, sid, "freed: no reference left")
+        self._story.append((obj, sid, None, None, "freed: no reference left"))  # ``_log``
         free = _build_free(sid, obj)
         out.append(free)
 
@@ -1382,6 +1395,22 @@ class TaskManager:
             )
         rec.state = new
         self._story.append((rec.key, sid, old._name_, new._name_, why) + args)
+
+    # ``_move`` with a fixed number of arguments for the hot moves: the entry is built as
+    # one tuple (no ``*args`` tuple to pack, no concatenation); ``_move`` raises.
+    def _move1(self, rec: _Task | _Actor, new: TaskState, sid: str, why: str, arg: object) -> None:
+        old = rec.state
+        if (old._value_, new._value_) not in _LEGAL:
+            self._move(rec, new, sid, why, arg)  # raises
+        rec.state = new
+        self._story.append((rec.key, sid, old._name_, new._name_, why, arg))
+
+    def _move2(self, rec: _Task | _Actor, new: TaskState, sid: str, why: str, arg: object, arg2: object) -> None:
+        old = rec.state
+        if (old._value_, new._value_) not in _LEGAL:
+            self._move(rec, new, sid, why, arg, arg2)  # raises
+        rec.state = new
+        self._story.append((rec.key, sid, old._name_, new._name_, why, arg, arg2))
 
     def _log(self, key: str, sid: str, text: str, *args: object) -> None:
         self._story.append((key, sid, None, None, text) + args)

@@ -592,6 +592,21 @@ def test_a_duplicate_or_older_arrival_is_dropped() -> None:
     assert node.scheduler.queue_length() == 1
 
 
+def test_with_several_attempts_of_a_task_here_the_latest_live_one_is_the_tasks() -> None:
+    node = Node(done_attempts_max=0)  # no memory of attempts gone: only the live ones tell
+    s = spec(1)
+    workers = {attempt: node.run(s, attempt)[0] for attempt in (1, 2, 3)}
+    assert node.scheduler.worker_of(s.task_id) == workers[3]
+    node.finish(s, workers[1], attempt=1)  # an older one leaves: the latest stays
+    assert node.scheduler.worker_of(s.task_id) == workers[3]
+    node.finish(s, workers[3], attempt=3)  # the latest leaves: the one before is the task's
+    assert node.scheduler.worker_of(s.task_id) == workers[2]
+    assert node.arrive(s, attempt=1) == [] and node.scheduler.stats["stale_task_arrived"] == 1
+    node.finish(s, workers[2], attempt=2)
+    assert node.scheduler.worker_of(s.task_id) is None
+    assert node.scheduler.available()[CPU] == cpus(4)
+
+
 def test_withdrawing_a_queued_attempt_forgets_it_and_frees_what_it_held() -> None:
     node = Node(resources={CPU: 1})
     s = spec(1)
