@@ -144,6 +144,24 @@ class ObjectRef:
         return value
 
 
+_new_object = object.__new__
+
+
+def typed_refs(object_ids: tuple[ObjectID, ...], owner: WorkerID) -> list[ObjectRef]:
+    """``[ObjectRef(obj, owner) for obj in object_ids]`` for ids already typed (a task's
+    return refs, one list per submission): one runtime lookup and no ``__init__`` call per ref."""
+    runtime = _runtime_mod._current
+    refs = []
+    for obj in object_ids:
+        ref = _new_object(ObjectRef)
+        ref._id = obj
+        ref._owner = owner
+        ref._runtime = runtime
+        ref._token = None if runtime is None else runtime.add_local_ref(obj)
+        refs.append(ref)
+    return refs
+
+
 def _rebuild_object_ref(object_id: str, owner: str | None) -> ObjectRef:
     return ObjectRef(object_id, owner)
 

@@ -32,7 +32,7 @@ from detray.core.ids import ActorID, NodeID, ObjectID, TaskID, WorkerID
 from detray.core.records import builder
 from detray.core.resources import as_floats
 from detray.exceptions import GetTimeoutError, ObjectStoreFullError, RaySystemError, from_failure
-from detray.object_ref import ObjectRef
+from detray.object_ref import ObjectRef, typed_refs
 from detray.options import (
     ActorClassMeta,
     ActorOptions,
@@ -76,6 +76,9 @@ class SimRuntime:
         self.namespace = options.namespace or DEFAULT_NAMESPACE
         self.job = ids.job_id(1)
         self.cluster = SimCluster(spec, sim, seed, log_to_driver=options.log_to_driver)
+        # The ledger's hooks, bound once: every ObjectRef made or dropped calls one.
+        self._ref_added = self.cluster.ledger.ref_added
+        self._ref_removed = self.cluster.ledger.ref_removed
         head = self.cluster.head
         self.driver_worker = WorkerID(f"{head}/driver")
         self.driver_context = UnitContext(
@@ -86,6 +89,7 @@ class SimRuntime:
             parent_key=ids.driver_task_id(self.job),
         )
         self._registered: dict[str, None] = {}
+        self._last_registered: FunctionDescriptor | None = None
         self._argument_handles: list[ObjectRef] = []
         self._caller_seq: dict[tuple[WorkerID, ActorID], int] = {}
         self._driver_glet = greenlet.getcurrent()
@@ -147,7 +151,8 @@ class SimRuntime:
         worker = context.worker
         if worker is not None and not worker.alive:
             raise WorkerKilled("the worker running this code died: its calls are discarded")
-        if self.cluster.ledger.pending():
+        ledger = self.cluster.ledger
+        if ledger.refs or ledger.actors:  # ledger.pending(), inlined (once per API call)
             # A call into the runtime is a switch point: what the program's references
             # did so far counts before the runtime acts (a cancel must not free a
             # result whose ref was just created).
@@ -163,7 +168,10 @@ class SimRuntime:
             raise
 
     def _register(self, function: FunctionDescriptor) -> None:
+        if function is self._last_registered:  # the same function submitted again: nothing to check
+            return
         function_id = function.function_id()  # pickles once: an unpicklable function fails here
+        self._last_registered = function
         if function_id not in self._registered:
             self._registered[function_id] = None
             payload = function.pickled()
@@ -240,7 +248,7 @@ class SimRuntime:
         owner_of = cluster.owner_of
         for obj in return_ids:
             owner_of[obj] = owner
-        refs = [ObjectRef(obj, owner) for obj in return_ids]
+        refs = typed_refs(return_ids, owner)
         cluster._switch_point()  # the return refs count before the task exists
         if cluster.trace.level >= TraceLevel.DEBUG:
             cluster.emit(context.node, "task.submitted", level=TraceLevel.DEBUG, task=task, name=name, owner=owner)
@@ -465,7 +473,8 @@ class SimRuntime:
 
     def get(self, refs: Sequence[ObjectRef], timeout_s: float | None) -> list[Any]:
         context = self._ctx()
-        objects = tuple(dict.fromkeys(ref.id for ref in refs))
+        wanted = [ref._id for ref in refs]  # the ids once (not two ``id`` property calls per ref)
+        objects = tuple(dict.fromkeys(wanted))
         waiter = self._request(context, "get", objects, len(objects), True, timeout_s)
         if not waiter.done:
             if timeout_s == 0:
@@ -479,7 +488,7 @@ class SimRuntime:
         if observer is not None:
             for ref in refs:
                 observer(ref.id, executor.stored_for(waiter, ref.id))
-        return executor.values_for(waiter, [ref.id for ref in refs])
+        return executor.values_for(waiter, wanted)
 
     def wait(
         self, refs: Sequence[ObjectRef], num_returns: int, timeout_s: float | None, fetch_local: bool
@@ -542,11 +551,11 @@ class SimRuntime:
     # --- reference hooks ----------------------------------------------------------------------
 
     def add_local_ref(self, object_id: ObjectID) -> object:
-        self.cluster.ledger.ref_added(object_id)
+        self._ref_added(object_id)
         return None
 
     def remove_local_ref(self, object_id: ObjectID, token: object) -> None:
-        self.cluster.ledger.ref_removed(object_id)
+        self._ref_removed(object_id)
 
     def ref_escaped(self, object_id: ObjectID) -> None:
         # Pickled outside ``serialize``: its copies cannot be counted, so it stays pinned.

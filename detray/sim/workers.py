@@ -52,7 +52,7 @@ from detray.serialization import serialize
 from detray.sim import streams
 from detray.sim.asyncloop import VirtualLoop
 from detray.sim.errors import WorkerKilled
-from detray.sim.objects import StoredValue, freeze, read, serialize_result
+from detray.sim.objects import NONE_STORED, StoredValue, freeze, read, serialize_result
 from detray.sim.records import (
     ActorInstance,
     Exec,
@@ -402,13 +402,20 @@ class Executor:
         case (nothing failed, the bytes in the store, not an error) inlined."""
         wake = waiter.wake
         assert wake is not None
-        if wake.failed or waiter.values:
+        if wake.failed:
             return [self.value_for(waiter, obj) for obj in objects]
+        snapshot = waiter.values or {}  # what ``stored_for`` reads first (filled at the wake)
         stored = self.c.values.get
-        out = []
+        out: list[Any] = []
+        append = out.append
         for obj in objects:
-            value = stored(obj)
-            out.append(self.value_for(waiter, obj) if value is None or value.is_error else read(value))
+            value = snapshot.get(obj) or stored(obj)
+            if value is NONE_STORED:  # the shared ``None`` result: ``read`` would unpickle None
+                append(None)
+            elif value is None or value.is_error:
+                append(self.value_for(waiter, obj))
+            else:
+                append(read(value))
         return out
 
     def error_of(self, obj: ObjectID, failure: Failure) -> Any:
