@@ -236,7 +236,7 @@ def _view(address: int, size: int) -> memoryview:
 
 _MASK_128 = (1 << 128) - 1
 _LITTLE_ENDIAN = sys.byteorder == "little"
-_expander = np.random.PCG64(0)  # re-keyed for every slot; only `_initial_words` uses it
+_expander = np.random.PCG64(0)  # re-keyed for every slot (`_key_expander`); only `_initial_raw` draws from it
 
 
 def _expander_key_memory() -> memoryview | None:
