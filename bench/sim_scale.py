@@ -28,6 +28,14 @@ body run as simulated user code (`user_code_floor`). Nothing in the simulator
 can make a task cheaper than that, so its ratio to bare SimPy bounds every
 ratio above, and "ratio to the floor" says how much of a task's cost is
 everything else (the core, the network and object store models, the trace).
+
+A third, on the smallest cluster only (skip it with ``--no-direct``): the same
+number of no-op calls spread round-robin over one actor per CPU
+(`direct_calls`). An actor call is pushed straight to its actor's worker: no
+placement, no forward, no spill, four core events instead of six. That is the
+path Ray's lease reuse gives an ordinary task (the owner keeps a granted
+worker and pushes its next task of the same shape to it), so its ratio is what
+adopting that model would reach at best, before any further trimming.
 """
 
 from __future__ import annotations
@@ -229,12 +237,44 @@ def simulated(
     return up, elapsed, virtual_s, lines, None if timers is None else timers.seconds
 
 
+@detray.remote
+class NoopActor:
+    def noop(self) -> None:
+        return None
+
+
+def direct_calls(tasks: int, nodes: int, trace_dir: str) -> float:
+    """Wall seconds for N no-op actor calls, round-robin over one actor per CPU
+    (actors created and warmed up first, not counted); same settings as `simulated`."""
+    detray.init(
+        mode="sim",
+        seed=0,
+        cluster={"nodes": [{"count": nodes, "resources": {"CPU": CPUS_PER_NODE}}]},
+        check_invariants=False,
+        trace_path=f"{trace_dir}/direct-{nodes}.jsonl",
+        trace_level="events",
+    )
+    actors = [NoopActor.remote() for _ in range(nodes * CPUS_PER_NODE)]
+    detray.get([actor.noop.remote() for actor in actors])
+    gc.collect()
+    count = len(actors)
+    start = perf_counter()
+    refs = [actors[index % count].noop.remote() for index in range(tasks)]
+    values = detray.get(refs)
+    elapsed = perf_counter() - start
+    assert len(values) == tasks and values[-1] is None
+    del refs, values, actors
+    detray.shutdown()
+    return elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--nodes", type=int, nargs="*", default=[10, 100, 1000, 10000])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--split", action="store_true", help="also print where the time went (adds overhead)")
+    parser.add_argument("--no-direct", action="store_true", help="skip the actor-call (direct path) reference")
     args = parser.parse_args()
     if args.quick:
         args.tasks, args.nodes = 10_000, [10, 100]
@@ -267,6 +307,16 @@ def main() -> None:
                     f"gc {per_task['gc']:.1f} | simulator and the rest {rest:.1f}",
                     flush=True,
                 )
+        if not args.no_direct:
+            nodes = min(args.nodes)
+            direct_s = direct_calls(args.tasks, nodes, trace_dir)
+            rate = args.tasks / direct_s
+            print(
+                f"{nodes:>6} nodes: {args.tasks} direct calls (no-op actor calls, one actor per CPU: the path lease "
+                f"reuse would give each task) {1e6 * direct_s / args.tasks:6.1f} us/call, "
+                f"ratio to bare SimPy {rate / baseline_rate:.3f}, to the floor {rate / floor_rate:.3f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
