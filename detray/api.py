@@ -58,7 +58,6 @@ NOT_IMPLEMENTED: dict[str, str] = {
     "ray.util.placement_group_table": "placement groups are not supported",
     "ray.util.scheduling_strategies.PlacementGroupSchedulingStrategy": "placement groups are not supported",
     "ray.util.scheduling_strategies.NodeLabelSchedulingStrategy": "node labels are not supported",
-    "ray.util.queue": "distributed queues are not provided",
     "ray.util.multiprocessing": "the multiprocessing.Pool shim is not provided",
     "ray.util.collective": "collective communication is not provided",
     "ray.util.state": "the state API is not provided (use `detray status` and the trace)",

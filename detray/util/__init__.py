@@ -1,19 +1,31 @@
 """``detray.util``: the parts of ``ray.util`` detray provides.
 
 Provided: ``scheduling_strategies`` (``NodeAffinitySchedulingStrategy``,
-``"SPREAD"``/``"DEFAULT"``) and ``ActorPool``. Placement groups and the other
+``"SPREAD"``/``"DEFAULT"``), ``ActorPool``, ``queue`` (``Queue``, ``Empty``,
+``Full``; loaded on first use, like ``import detray.util.queue``),
+``as_completed`` and ``map_unordered``. Placement groups and the other
 ``ray.util`` modules are not: using them raises ``NotImplementedError``
 naming them (``detray.api.NOT_IMPLEMENTED``), and ``hasattr`` reports False.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, NoReturn
 
 from detray.util import scheduling_strategies
 from detray.util.actor_pool import ActorPool
+from detray.util.helpers import as_completed, map_unordered
 
-__all__ = ["ActorPool", "placement_group", "remove_placement_group", "scheduling_strategies"]
+__all__ = [
+    "ActorPool",
+    "as_completed",
+    "map_unordered",
+    "placement_group",
+    "queue",
+    "remove_placement_group",
+    "scheduling_strategies",
+]
 
 
 def _unsupported(name: str) -> NoReturn:
@@ -36,9 +48,11 @@ def get_current_placement_group(*args: Any, **kwargs: Any) -> None:
     return None
 
 
+_SUBMODULES = ("queue",)
+"""Provided submodules loaded on first attribute access (``detray.util.queue``)."""
+
 _UNSUPPORTED = (
     "placement_group_table",
-    "queue",
     "multiprocessing",
     "collective",
     "state",
@@ -49,6 +63,8 @@ _UNSUPPORTED = (
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
     if name in _UNSUPPORTED:
         _unsupported(name)
     raise AttributeError(f"module 'detray.util' has no attribute {name!r}")

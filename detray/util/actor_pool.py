@@ -4,6 +4,15 @@ Owns: the pool's bookkeeping (idle actors, pending submissions, results in
 submission order or as they finish). Built only on the public API (``wait``,
 ``get``), so it behaves the same on every driver; no background threads
 (Ray's prefetch thread is left out: the simulator runs user code on one baton).
+
+Ray's rules kept: ``get_next``/``get_next_unordered`` raise ``StopIteration``
+when nothing is pending and the built-in ``TimeoutError`` on timeout (with
+``ignore_if_timedout=True`` the timed-out submission is dropped and its actor
+returned to the pool); an actor method's exception is raised by the call that
+fetches its result and the actor stays in the pool, unless the actor died
+(``ActorDiedError``), which removes it; ``map``/``map_unordered`` first discard
+the results still pending from earlier submissions. Added: ``submit`` checks
+that ``fn`` returned an ``ObjectRef`` (or a list of them) and says so if not.
 """
 
 from __future__ import annotations
@@ -53,17 +62,27 @@ class ActorPool:
 
     def submit(self, fn: Callable[[Any, V], Any], value: V) -> None:
         """Run ``fn(actor, value)`` on an idle actor, or queue it until one is free."""
+        if not callable(fn):
+            raise TypeError(
+                f"ActorPool.submit(): fn must be callable as fn(actor, value), got {type(fn).__name__}"
+            )
         if not self._idle_actors:
             self._pending_submits.append((fn, value))
             return
         actor = self._idle_actors.pop()
-        future = fn(actor, value)
+        try:
+            future = fn(actor, value)
+            _check_future(future)
+        except BaseException:
+            self._idle_actors.append(actor)
+            raise
         key = tuple(future) if isinstance(future, list) else future
         self._future_to_actor[key] = (self._next_task_index, actor)
         self._index_to_future[self._next_task_index] = future
         self._next_task_index += 1
 
     def has_next(self) -> bool:
+        """Whether a submitted result has not been returned yet."""
         return bool(self._future_to_actor)
 
     def get_next(self, timeout: float | None = None, ignore_if_timedout: bool = False) -> Any:
@@ -119,12 +138,16 @@ class ActorPool:
         return self._get_result(future, actor)
 
     def has_free(self) -> bool:
+        """Whether an actor is idle and no submission waits for one."""
         return bool(self._idle_actors) and not self._pending_submits
 
     def pop_idle(self) -> Any:
+        """Remove an idle actor from the pool and return it (``None`` unless ``has_free()``)."""
         return self._idle_actors.pop() if self.has_free() else None
 
     def push(self, actor: Any) -> None:
+        """Add an actor to the pool (``ValueError`` if it is in the pool already); it takes a
+        waiting submission at once if there is one."""
         busy = [entry[1] for entry in self._future_to_actor.values()]
         if actor in self._idle_actors or actor in busy:
             raise ValueError("Actor already belongs to current ActorPool")
@@ -150,14 +173,36 @@ class ActorPool:
             self.submit(*self._pending_submits.pop(0))
 
     def _drain(self, *, ordered: bool) -> None:
+        """Discard every pending result (what ``map``/``map_unordered`` do first).
+
+        Ordered: results not ready are dropped at once (their actors return to
+        the pool and run the next calls after them). Unordered: wait for each
+        pending result, as Ray does by polling; blocking here waits the same
+        without spinning. An error among them is raised, as in Ray.
+        """
         while self.has_next():
             try:
-                if ordered:
+                if not ordered:
+                    self.get_next_unordered()
+                elif self._next_return_index < self._next_task_index:
                     self.get_next(timeout=0, ignore_if_timedout=True)
                 else:
-                    self.get_next_unordered(timeout=0)
+                    # After get_next_unordered() the ordered cursor may have passed every
+                    # submission still pending: those can only be reached unordered.
+                    self.get_next_unordered(timeout=0, ignore_if_timedout=True)
             except TimeoutError:
                 pass
+
+
+def _check_future(future: Any) -> None:
+    from detray.object_ref import ObjectRef
+
+    refs = future if isinstance(future, list) else [future]
+    if not refs or not all(isinstance(ref, ObjectRef) for ref in refs):
+        raise TypeError(
+            "ActorPool: fn(actor, value) must return an ObjectRef (or a non-empty list of them), "
+            f"for example 'lambda a, v: a.method.remote(v)'; it returned {future!r}"
+        )
 
 
 def _as_list(future: Any) -> list[Any]:
