@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 # The API loads on first use (PEP 562), so that a process that only needs a
 # part of detray (a worker, the raylet, a CLI command) does not pay for all of it.
 _LAZY: dict[str, tuple[str, str | None]] = {
+    "actor": ("detray.actor", None),
     "exceptions": ("detray.exceptions", None),
     "util": ("detray.util", None),
     "ActorClass": ("detray.actor", "ActorClass"),

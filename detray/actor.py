@@ -3,7 +3,10 @@
 Owns: ``ActorClass`` (``Cls.remote(...)``, ``Cls.options(...)``),
 ``ActorHandle`` (``handle.method.remote(...)``, picklable so it can be passed
 to tasks, counted by the runtime like refs), ``ActorMethod`` and the
-``method`` decorator (per-method ``num_returns`` and retry options).
+``method`` decorator (per-method ``num_returns`` and retry options),
+``exit_actor`` (Ray's ``ray.actor.exit_actor``) and the methods every actor
+has without defining them (``__ray_ready__``, ``__ray_terminate__``: a
+handle offers them, a worker runs them through ``builtin_method``).
 
 Must not: assign ids or run anything: creation and calls go to the current
 runtime (``detray.runtime.require()``), which owns actor state.
@@ -11,13 +14,16 @@ runtime (``detray.runtime.require()``), which owns actor state.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import types
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from detray import runtime as _runtime_mod
 from detray import serialization
 from detray.core.ids import ActorID
+from detray.exceptions import AsyncioActorExit, IntendedActorExit
 from detray.object_ref import shape_returns
 from detray.options import (
     ACTOR_OPTIONS,
@@ -30,7 +36,16 @@ from detray.options import (
     validate,
 )
 
-__all__ = ["ActorClass", "ActorHandle", "ActorMethod", "class_meta", "method"]
+__all__ = [
+    "BUILTIN_METHODS",
+    "ActorClass",
+    "ActorHandle",
+    "ActorMethod",
+    "builtin_method",
+    "class_meta",
+    "exit_actor",
+    "method",
+]
 
 _METHOD_OPTIONS_ATTR = "__detray_method_options__"
 
@@ -57,6 +72,57 @@ def method(*args: Any, **kwargs: Any) -> Any:
         return function
 
     return annotate
+
+
+def exit_actor() -> NoReturn:
+    """Intentionally exit the current actor (Ray's ``ray.actor.exit_actor``).
+
+    Raises the exit signal in the calling method: ``IntendedActorExit`` (a
+    ``SystemExit``) in a synchronous or threaded actor, ``AsyncioActorExit`` on
+    an event loop (async actors). The worker turns it into the actor's
+    intentional exit: the actor is never restarted, the call that called this
+    fails with ``RayActorError`` (its caller sees the death, not a value),
+    queued and later calls fail too, calls running at once on a threaded or
+    async actor finish first. ``TypeError`` outside an actor (the driver, a task).
+    """
+    runtime = _runtime_mod.current()
+    context = None if runtime is None else runtime.get_runtime_context()
+    if context is None or context.get_actor_id() is None:
+        where = "a task" if context is not None and context.get_task_id() is not None else "the driver"
+        raise TypeError(
+            f"exit_actor API is called on a non-actor worker ({where}). Call it inside an actor "
+            "method to exit that actor; use kill(handle) to end an actor from outside."
+        )
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise IntendedActorExit() from None
+    raise AsyncioActorExit()
+
+
+def _ray_ready(self: Any) -> bool:
+    return True
+
+
+def _ray_terminate(self: Any) -> NoReturn:
+    exit_actor()
+
+
+BUILTIN_METHODS: dict[str, Callable[[Any], Any]] = {
+    "__ray_ready__": _ray_ready,
+    "__ray_terminate__": _ray_terminate,
+}
+"""Methods every actor has (Ray's): ``__ray_ready__`` returns True once the actor is
+created; ``__ray_terminate__`` exits it gracefully after the calls queued before it."""
+
+
+def builtin_method(instance: Any, name: str, missing: AttributeError) -> Callable[..., Any]:
+    """The bound built-in method ``name`` of ``instance``, whose class does not define it;
+    re-raises ``missing`` (the failed lookup) for any other name."""
+    function = BUILTIN_METHODS.get(name)
+    if function is None:
+        raise missing
+    return types.MethodType(function, instance)
 
 
 def _is_method(member: Any) -> bool:
@@ -185,7 +251,9 @@ class ActorHandle:
             return cached
         options = self._meta.methods.get(name)
         if options is None:
-            raise AttributeError(f"'{self._meta.class_name}' actor has no method '{name}'")
+            if name not in BUILTIN_METHODS:
+                raise AttributeError(f"'{self._meta.class_name}' actor has no method '{name}'")
+            options = method_options(f"{self._meta.class_name}.{name}", {})
         bound = ActorMethod(self, name, options)
         self._methods[name] = bound
         return bound

@@ -43,6 +43,7 @@ __all__ = [
     "AsyncioActorExit",
     "CrossLanguageError",
     "GetTimeoutError",
+    "IntendedActorExit",
     "LocalRayletDiedError",
     "NodeDiedError",
     "ObjectFetchTimedOutError",
@@ -71,6 +72,7 @@ __all__ = [
     "as_raised",
     "error_type_names",
     "from_failure",
+    "is_intended_exit",
     "qualified_name",
 ]
 
@@ -395,6 +397,27 @@ class AsyncioActorExit(RayError):
     """Raised when an asyncio actor intentionally exits via exit_actor()."""
 
 
+class IntendedActorExit(SystemExit):
+    """What ``exit_actor()`` raises in a synchronous or threaded actor.
+
+    A ``SystemExit`` (code 0) as in Ray, so ``except Exception`` in user code
+    does not swallow it; in an async actor ``exit_actor()`` raises
+    ``AsyncioActorExit`` instead (a ``SystemExit`` would stop the event loop).
+    The worker turns either into the actor's intentional exit.
+    """
+
+    is_ray_terminate = True
+    ray_terminate_msg = "exit_actor() is called."
+
+    def __init__(self) -> None:
+        super().__init__(0)
+
+
+def is_intended_exit(exc: BaseException) -> bool:
+    """Whether ``exc`` is ``exit_actor()``'s signal (sync or async actor)."""
+    return isinstance(exc, (IntendedActorExit, AsyncioActorExit))
+
+
 class PendingCallsLimitExceeded(RayError):
     """Raised when the pending actor calls exceed the ``max_pending_calls`` option."""
 
@@ -670,9 +693,13 @@ def _owner_died(failure: Failure, object_ref_hex: str | None) -> RayError:
     return OwnerDiedError(obj, failure.detail("owner"), detail=_message(failure))
 
 
+_INTENDED_EXIT_MSG = "The actor is dead because it exited intentionally (it is not restarted)."
+
+
 def _actor_died(failure: Failure, object_ref_hex: str | None) -> RayError:
     actor = failure.detail("actor")
-    lines = [ActorDiedError.BASE_ERROR_MSG, _message(failure)]
+    intended = failure.detail("cause") == "intended_exit"
+    lines = [_INTENDED_EXIT_MSG if intended else ActorDiedError.BASE_ERROR_MSG, _message(failure)]
     if actor:
         lines.append(f"\tactor_id: {actor}")
     return ActorDiedError(actor_id=actor, error_msg="\n".join(lines))

@@ -57,6 +57,15 @@ task is placed again. Otherwise it goes ``DEAD``: every call in flight or
 queued, and every later call, is aborted with ``actor_restarting=False`` and
 the death cause (``ACTOR_DIED``), and its name is released.
 
+An intentional exit (``ActorKillRequested`` with ``exit_call``: the actor's
+own code called ``exit_actor()``, as ``__ray_terminate__`` does) is never
+restarted. The call that asked is aborted at once with the death cause (its
+caller sees the actor's death, not a value), queued calls are aborted, and
+so is every later call; calls still running on a threaded or async actor
+finish (the actor is *exiting*: ``ALIVE``, dispatching nothing). When none
+is left the worker is killed and the actor goes ``DEAD`` with the cause
+``intended_exit``. A death while exiting is not restarted either.
+
 Duplicate names: the driver checks ``lookup`` before creating a named actor
 and raises ``ValueError`` to the user, as Ray does. A duplicate that still
 reaches this machine (two drivers racing for one name) is not a bug of this
@@ -140,6 +149,10 @@ TRANSITIONS: dict[tuple[ActorState, ActorState], str] = {
     (_R, _D): "constructor raised, unschedulable, owner died, killed, or lost without restarts",
 }
 
+_UNSCHEDULABLE_KINDS = frozenset({ErrorKind.TASK_UNSCHEDULABLE, ErrorKind.ACTOR_UNSCHEDULABLE})
+"""A creation's ``TaskUnschedulable`` of these kinds is about its placement (the policy
+reports a creation task as ``ACTOR_UNSCHEDULABLE``); any other names an argument's failure."""
+
 _QueueEntry = tuple[int, int, TaskID, int]
 """(caller_seq, arrival number, task, attempt): heap order is submission order."""
 
@@ -163,6 +176,7 @@ class _Actor:
         "queued",
         "in_flight",
         "death_cause",
+        "exiting",
     )
 
     def __init__(self, spec: ActorSpec, origin: NodeID) -> None:
@@ -191,6 +205,8 @@ class _Actor:
         self.in_flight: dict[TaskID, int] = {}
         """Calls started on the actor: task -> attempt."""
         self.death_cause: Failure | None = None
+        self.exiting: Failure | None = None
+        """Set while an intentional exit waits for the calls still running: the death cause."""
 
 
 class ActorManager:
@@ -520,7 +536,7 @@ class ActorManager:
         if a is None or a.creation_started:
             self.stats["stale_creation_unschedulable"] += 1
             return []
-        if e.failure.kind is ErrorKind.TASK_UNSCHEDULABLE:
+        if e.failure.kind in _UNSCHEDULABLE_KINDS:
             cause = failure(
                 ErrorKind.ACTOR_UNSCHEDULABLE,
                 f"the actor cannot be scheduled: {e.failure.message}",
@@ -552,6 +568,8 @@ class ActorManager:
         a = self._actors.get(actor)
         if a is None or a.state is ActorState.DEAD:
             return [self._abort_dead(actor, a, task, e)]
+        if a.exiting is not None:
+            return self._call_while_exiting(a, e)
         queued = a.queued.get(task)
         running = a.in_flight.get(task)
         if (queued is not None and queued[0] >= e.attempt) or (running is not None and running >= e.attempt):
@@ -598,6 +616,34 @@ class ActorManager:
             failure=cause,
         )
 
+    def _call_while_exiting(self, a: _Actor, e: ActorTaskReady) -> list[Command]:
+        """A call (or a newer attempt of a running one) for an actor that is exiting fails."""
+        task = e.spec.task_id
+        running = a.in_flight.get(task)
+        if running is not None and running >= e.attempt:
+            self.stats["stale_actor_task"] += 1
+            return []
+        assert a.exiting is not None
+        self.stats["task_for_exiting_actor"] += 1
+        self._note(task, e, f"attempt {e.attempt} aborted: actor exiting")
+        out: list[Command] = [
+            AbortActorTask(
+                stimulus_id=e.stimulus_id,
+                task=task,
+                attempt=e.attempt,
+                actor=a.spec.actor_id,
+                actor_restarting=False,
+                failure=a.exiting,
+            )
+        ]
+        if running is not None:
+            # A newer attempt proves the older one ended (its report is late).
+            self.stats["superseded_in_flight"] += 1
+            del a.in_flight[task]
+            del self._by_task[task]
+            self._exit_if_drained(a, e, out)
+        return out
+
     def _dispatch(self, a: _Actor, e: Event, out: list[Command]) -> None:
         """Start queued calls while the actor has room (caller order, round-robin)."""
         assert a.state is ActorState.ALIVE and a.worker is not None and a.node is not None
@@ -640,7 +686,10 @@ class ActorManager:
             del self._by_task[e.task]
         self._note(e.task, e, f"attempt {e.attempt} ended ({type(e).__name__})")
         out: list[Command] = []
-        self._dispatch(a, e, out)
+        if a.exiting is None:
+            self._dispatch(a, e, out)
+        else:
+            self._exit_if_drained(a, e, out)
         return out
 
     def _on_task_finished(self, e: TaskFinished) -> list[Command]:
@@ -765,6 +814,8 @@ class ActorManager:
             self._end_incarnation(a, cause, e, out, restartable=True, kill_worker=False)
 
     def _on_kill_requested(self, e: ActorKillRequested) -> list[Command]:
+        if e.exit_call is not None:
+            return self._on_exit_requested(e, e.exit_call)
         a = self._actors.get(e.actor)
         if a is None or a.state is ActorState.DEAD:
             self.stats["kill_ignored"] += 1
@@ -779,6 +830,57 @@ class ActorManager:
         out: list[Command] = []
         self._end_incarnation(a, cause, e, out, restartable=not e.no_restart, kill_worker=True)
         return out
+
+    def _on_exit_requested(self, e: ActorKillRequested, task: TaskID) -> list[Command]:
+        """The actor's own call ``(task, exit_attempt)`` on ``e.worker`` called ``exit_actor()``."""
+        a = self._actors.get(e.actor)
+        if (
+            a is None
+            or a.state is not ActorState.ALIVE
+            or a.worker != e.worker
+            or a.in_flight.get(task) != e.exit_attempt
+        ):
+            self.stats["stale_exit_requested"] += 1
+            return []
+        actor = a.spec.actor_id
+        out: list[Command] = []
+        cause = a.exiting
+        if cause is None:
+            cause = failure(
+                ErrorKind.ACTOR_DIED,
+                "the actor exited intentionally: its code called exit_actor()",
+                actor=actor,
+                cause="intended_exit",
+                node=a.node,
+                worker=a.worker,
+            )
+            a.exiting = cause
+            self.stats["intended_exits"] += 1
+            self._note(actor, e, f"exiting intentionally (exit_actor() in {task} attempt {e.exit_attempt})")
+        # The call that asked sees the actor's death rather than a value (Ray's rule).
+        del a.in_flight[task]
+        if task not in a.queued:
+            del self._by_task[task]
+        self._note(task, e, f"attempt {e.exit_attempt} called exit_actor(): aborted")
+        out.append(
+            AbortActorTask(
+                stimulus_id=e.stimulus_id,
+                task=task,
+                attempt=e.exit_attempt,
+                actor=actor,
+                actor_restarting=False,
+                failure=cause,
+            )
+        )
+        self._abort_queued(a, cause, e, out)
+        self._exit_if_drained(a, e, out)
+        return out
+
+    def _exit_if_drained(self, a: _Actor, e: Event, out: list[Command]) -> None:
+        """An exiting actor with no call left running ends: its worker is killed, it is dead."""
+        cause = a.exiting
+        if cause is not None and not a.in_flight:
+            self._end_incarnation(a, cause, e, out, restartable=False, kill_worker=True)
 
     def _on_owner_died(self, e: OwnerDied) -> list[Command]:
         owned = self._by_owner.get(e.owner)
@@ -808,6 +910,9 @@ class ActorManager:
         kill_worker: bool,
     ) -> None:
         """The current incarnation (created or being created) is gone: restart or die."""
+        if a.exiting is not None:
+            restartable = False  # it was exiting intentionally: whatever ends it, it stays dead
+            a.exiting = None
         self._release_placement(a, e, out, kill_worker=kill_worker)
         budget = a.spec.max_restarts
         if restartable and (budget == INFINITE or a.restarts < budget):
@@ -877,6 +982,23 @@ class ActorManager:
         a.death_cause = cause
         self._note(actor, e, f"dead ({label}): {cause.message}")
         self._abort_running(a, cause, e, out, restarting=False)
+        self._abort_queued(a, cause, e, out)
+        spec = a.spec
+        if spec.name is not None and self._names.get((spec.namespace, spec.name)) == actor:
+            del self._names[(spec.namespace, spec.name)]
+        owned = self._by_owner.get(spec.creation.owner)
+        if owned is not None and actor in owned:
+            del owned[actor]
+            if not owned:
+                del self._by_owner[spec.creation.owner]
+        out.append(ReportActorDead(stimulus_id=e.stimulus_id, actor=actor, failure=cause))
+        self._dead.append(actor)
+        if len(self._dead) > self._dead_actors_max:
+            self._forget(self._dead.popleft())
+
+    def _abort_queued(self, a: _Actor, cause: Failure, e: Event, out: list[Command]) -> None:
+        """Every queued call fails with ``cause`` (in each caller's submission order)."""
+        actor = a.spec.actor_id
         for caller in a.queues:
             # Heap order is this caller's submission order; stale entries are skipped.
             for _, _, task, attempt in sorted(a.queues[caller]):
@@ -899,18 +1021,6 @@ class ActorManager:
         assert not a.queued, f"{actor}: queued calls missing from the caller heaps: {sorted(a.queued)}"
         a.queues.clear()
         a.rotation.clear()
-        spec = a.spec
-        if spec.name is not None and self._names.get((spec.namespace, spec.name)) == actor:
-            del self._names[(spec.namespace, spec.name)]
-        owned = self._by_owner.get(spec.creation.owner)
-        if owned is not None and actor in owned:
-            del owned[actor]
-            if not owned:
-                del self._by_owner[spec.creation.owner]
-        out.append(ReportActorDead(stimulus_id=e.stimulus_id, actor=actor, failure=cause))
-        self._dead.append(actor)
-        if len(self._dead) > self._dead_actors_max:
-            self._forget(self._dead.popleft())
 
     def _forget(self, actor: ActorID) -> None:
         a = self._actors.pop(actor)
@@ -978,6 +1088,11 @@ class ActorManager:
         assert not a.in_flight or a.state is ActorState.ALIVE, (
             f"{actor}: calls in flight while {a.state.name}"
         )
+        if a.exiting is not None:
+            assert a.state is ActorState.ALIVE and a.in_flight, (
+                f"{actor}: exiting while {a.state.name} with {len(a.in_flight)} calls running"
+            )
+            assert not a.queued and not a.queues and not a.rotation, f"{actor}: exiting with queued calls"
         assert self._by_creation_task.get(spec.creation.task_id) == actor, (
             f"{actor}: creation task not indexed"
         )

@@ -317,8 +317,22 @@ class ActorCreated(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ActorKillRequested(Event):
+    """The end of an actor's current incarnation was asked for.
+
+    From outside (``kill``, or its last handle gone): the incarnation ends at
+    once (its worker is killed) and the actor restarts if ``no_restart`` is
+    false and restarts are left. From the actor itself (``exit_call`` set):
+    attempt ``exit_attempt`` of that call, running on ``worker``, called
+    ``exit_actor()`` (so does ``__ray_terminate__``): an intentional exit,
+    never restarted whatever ``no_restart`` says; calls still running on the
+    actor (threaded and async actors) finish first, queued and later ones fail.
+    """
+
     actor: ActorID
     no_restart: bool = True
+    exit_call: TaskID | None = None
+    exit_attempt: int = 0
+    worker: WorkerID | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

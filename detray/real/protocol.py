@@ -43,6 +43,7 @@ CANCEL = "cancel"  # (CANCEL, task, force, recursive)
 LOOKUP = "lookup"  # (LOOKUP, req, name, namespace)
 INFO = "info"  # (INFO, req, what "cluster"|"available"|"nodes")
 DONE = "done"  # (DONE, task, attempt, results, error_types|None, cancelled, init_error wire|None)
+EXITING = "exiting"  # (EXITING, task, attempt): the actor call called exit_actor() (no result)
 PRINT = "print"  # (PRINT, text, stream) worker output; raylet -> driver: (PRINT, line, stream)
 LOST = "lost"  # (LOST, objects): their store files are gone (a get found them missing)
 SHUTDOWN = "shutdown"  # (SHUTDOWN, req): the driver ends the cluster
@@ -52,7 +53,7 @@ REPLY = "reply"  # (REPLY, req, data)
 ASSIGN = "assign"  # (ASSIGN, worker_id, node_id, env vars, job)
 RUN = "run"  # (RUN, spec, attempt, payload, gpu_ids, args {obj: wire}, meta|None)
 INTERRUPT = "interrupt"  # (INTERRUPT, task, attempt)
-EXIT = "exit"  # (EXIT,): the worker exits
+EXIT = "exit"  # (EXIT,): the worker exits (after an EXITING it runs its atexit handlers first)
 
 Wire = tuple[Any, ...]
 Message = tuple[Any, ...]

@@ -22,7 +22,9 @@ core's worker id when the scheduler asks for one (``StartWorker``): the core
 sees a worker appear at once, the user sees no process start-up on the
 first task. A worker whose channel closes is dead (``WorkerDied``): its task
 is retried or its actor restarted by the core. A driver whose channel closes
-ends the cluster.
+ends the cluster. An actor whose call reported ``EXITING`` (``exit_actor()``)
+is ended by the core with ``KillWorker`` like any other, but its process is
+asked to exit (``EXIT``: it runs its ``atexit`` handlers) rather than killed.
 
 Reference counts: every client reports its ref handle changes (batched);
 the raylet keeps per-client counts so a dead client's handles are dropped,
@@ -103,7 +105,7 @@ class Client:
 class WorkerProc:
     """A worker process: warm (no id yet) or bound to a core worker id."""
 
-    __slots__ = ("process", "client", "worker", "runs", "actor", "gpu_ids", "dead")
+    __slots__ = ("process", "client", "worker", "runs", "actor", "gpu_ids", "dead", "exiting")
 
     def __init__(self, process: ChildProcess | ForkedProcess) -> None:
         self.process = process
@@ -113,6 +115,8 @@ class WorkerProc:
         self.actor: ActorID | None = None
         self.gpu_ids: tuple[int, ...] = ()
         self.dead = False
+        self.exiting = False
+        """Its actor called ``exit_actor()``: a ``KillWorker`` lets it exit by itself."""
 
 
 class Waiter:
@@ -222,6 +226,7 @@ class Raylet:
             P.LOOKUP: self.on_lookup,
             P.INFO: self.on_info,
             P.DONE: self.on_done,
+            P.EXITING: self.on_exiting,
             P.PRINT: self.on_print,
             P.LOST: self.on_lost,
             P.SHUTDOWN: self.on_shutdown,
@@ -779,6 +784,26 @@ class Raylet:
         else:
             self.maybe_drop_payload(task)
 
+    def on_exiting(self, client: Client, m: P.Message) -> None:
+        """An actor call called ``exit_actor()``: the core fails it and ends the actor."""
+        _, task, attempt = m
+        proc = client.worker
+        if proc is None or proc.worker is None or proc.actor is None or proc.runs.get(task) != attempt:
+            return
+        del proc.runs[task]
+        proc.exiting = True
+        actor = proc.actor
+        now = self.now()
+        self.task_records.record(
+            task, {"state": "FAILED", "worker": proc.worker, "attempt": attempt, "error": "exit_actor"}, now
+        )
+        self.feed(
+            E.ActorKillRequested(
+                now=now, stimulus_id=task, actor=actor, exit_call=task, exit_attempt=attempt, worker=proc.worker
+            )
+        )
+        self._call_closed(actor, task)
+
     def _store_results(self, results: list[tuple[Any, ...]]) -> tuple[tuple[ObjectID, int], ...]:
         sizes = []
         for obj, wire, size, refs, actors in results:
@@ -838,8 +863,14 @@ class Raylet:
 
     def kill_worker(self, command: C.KillWorker) -> None:
         proc = self.workers.get(command.worker)
-        if proc is not None:
-            self._kill_process(proc)
+        if proc is None:
+            return
+        if proc.exiting and proc.client is not None and not proc.runs:
+            # An intentional exit: the process exits by itself (atexit handlers run); its
+            # channel closing then reports the worker's death (``client_gone``).
+            self.send(proc.client, (P.EXIT,))
+            return
+        self._kill_process(proc)
 
     def _kill_process(self, proc: WorkerProc) -> None:
         try:

@@ -27,11 +27,18 @@ that thread at its next bytecode (``PyThreadState_SetAsyncExc``); an async
 call's asyncio task is cancelled; a call cancelled before it started
 reports the cancel without running. When the raylet goes away the worker
 exits at once.
+
+An actor call that raises ``exit_actor()``'s signal reports ``EXITING``
+instead of a result; the raylet then asks this process to exit (``EXIT``)
+once the core has let the calls still running finish, and the process runs
+its ``atexit`` handlers before exiting (bounded by ``EXIT_GRACE_S``), as
+Ray's intentional exit does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import ctypes
 import inspect
@@ -45,11 +52,19 @@ from typing import Any
 
 from detray import controlplane
 from detray import runtime as runtime_mod
+from detray.actor import builtin_method
 from detray.core.ids import ActorID, JobID, NodeID, ObjectID, TaskID, WorkerID
 from detray.core.resources import as_floats
 from detray.core.specs import TaskKind, TaskSpec
 from detray.core.tasks import will_retry
-from detray.exceptions import RayTaskError, TaskCancelledError, as_raised, error_type_names, format_traceback
+from detray.exceptions import (
+    RayTaskError,
+    TaskCancelledError,
+    as_raised,
+    error_type_names,
+    format_traceback,
+    is_intended_exit,
+)
 from detray.real import protocol as P
 from detray.real.channel import connect
 from detray.real.client import RayletConnection
@@ -60,6 +75,8 @@ from detray.real.shm_client import StoreClient, StoreLocation
 from detray.serialization import SerializedObject, deserialize, serialize, serialize_returns, unpickle_function
 
 _EXIT = object()
+EXIT_GRACE_S = 10.0
+"""How long the ``atexit`` handlers of an actor that exited intentionally may run."""
 
 
 class Run:
@@ -110,6 +127,8 @@ class Worker:
         self.main_thread = threading.main_thread().ident
         self.interruptible = False
         """True while the main thread runs a task's code (``_on_sigint``)."""
+        self.exiting = False
+        """The actor called ``exit_actor()``: its ``atexit`` handlers run when the process exits."""
         channel = connect(payload["raylet"], context.token)
         self.conn = RayletConnection(channel, self.on_push, main_thread_reads=True)
 
@@ -320,7 +339,11 @@ class Worker:
             return None
         if self.instance is None:
             raise RuntimeError(f"actor method {method} ran before its actor was created")
-        return getattr(self.instance, method)(*args, **kwargs)
+        try:
+            bound = getattr(self.instance, method)
+        except AttributeError as missing:
+            bound = builtin_method(self.instance, method, missing)
+        return bound(*args, **kwargs)
 
     def _function(self, function_id: str) -> Any:
         function = self.functions.get(function_id)
@@ -373,6 +396,11 @@ class Worker:
                     self._start_actor_executor(run.concurrency)
                 self.conn.send((P.DONE, task, run.attempt, results, None, False, None))
                 return
+        if spec.kind is TaskKind.ACTOR_TASK and is_intended_exit(exc):
+            # No result: the core fails this call with the actor's intentional exit.
+            self.exiting = True
+            self.conn.send((P.EXITING, task, run.attempt))
+            return
         cancelled = run.cancelled and isinstance(exc, (TaskCancelledError, asyncio.CancelledError, KeyboardInterrupt))
         error_types = error_type_names(exc)
         final = cancelled or not will_retry(spec, run.attempt, error_types)
@@ -462,11 +490,26 @@ class _LineForwarder(io.TextIOBase):
                 pass
 
 
+def _run_exit_handlers() -> None:
+    """The ``atexit`` handlers, as an interpreter exit would run them; a handler that does
+    not return within ``EXIT_GRACE_S`` does not keep the process (and its resources)."""
+    watchdog = threading.Timer(EXIT_GRACE_S, os._exit, (0,))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        atexit._run_exitfuncs()
+    except BaseException:  # noqa: BLE001 -- the process exits anyway
+        pass
+    watchdog.cancel()
+
+
 def main(context: ChildContext) -> None:
     """Entry point of a worker process (``spawn_python_child``)."""
     worker = Worker(context)
     try:
         worker.serve()
+        if worker.exiting:
+            _run_exit_handlers()
     finally:
         try:
             sys.stdout.flush()

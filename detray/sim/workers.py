@@ -20,7 +20,10 @@ body that blocks (``get``) feeds ``WorkerBlocked`` and ``WorkerUnblocked``
 around the wait so its CPUs are lent. Async actors run every call as an
 asyncio task on the actor's ``VirtualLoop``; a *step* unit runs the loop
 until nothing is ready, and the next step is scheduled when an awaited ref
-is ready or the earliest timer falls due.
+is ready or the earliest timer falls due. An actor call that raised
+``exit_actor()``'s signal stores no result: at the end of its interval it
+reports the intentional exit (``ActorKillRequested`` with ``exit_call``) and
+the core fails the call, ends the actor and kills its worker.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from detray.actor import builtin_method
 from detray.core import commands as C
 from detray.core import events as E
 from detray.core import ids
@@ -46,6 +50,7 @@ from detray.exceptions import (
     as_raised,
     error_type_names,
     from_failure,
+    is_intended_exit,
 )
 from detray.runtime import StoredError
 from detray.serialization import serialize
@@ -470,6 +475,11 @@ class Executor:
             exc = outcome.exc
             if isinstance(exc, WorkerKilled):
                 return
+            if spec.kind is TaskKind.ACTOR_TASK and is_intended_exit(exc):
+                delay_s = c.durations.duration_s(spec.name, spec.task_id, run.attempt) * c.nodes[run.node].slowdown
+                run.finishing = True
+                c.later(delay_s, self._exit_requested, run, run.token)
+                return
             cancelled = run.cancel_requested and isinstance(exc, (TaskCancelledError, _cancelled_error()))
             error_types = error_type_names(exc)
             stored = [self._error_value(run, exc, cancelled)]
@@ -566,6 +576,38 @@ class Executor:
             if spec.actor_id is not None:
                 self._call_closed(spec.actor_id)
 
+    def _exit_requested(self, run: Run, token: int) -> None:
+        """The call's interval ended after it called ``exit_actor()``: report the exit (the
+        core fails the call, the queued ones and, once none runs, ends the actor)."""
+        if run.ended or run.token != token:
+            return
+        self.finishes += 1
+        c = self.c
+        spec = run.spec
+        task = spec.task_id
+        actor_id = spec.actor_id
+        assert actor_id is not None
+        run.ended = True
+        worker = run.worker
+        worker.runs.pop(task, None)
+        actor = worker.actor
+        if actor is not None:
+            actor.calls.pop(task, None)
+        c.emit(run.node, "actor.exit_requested", actor=actor_id, task=task, attempt=run.attempt)
+        c.feed(
+            E.ActorKillRequested(
+                now=c.now(),
+                stimulus_id=task,
+                actor=actor_id,
+                exit_call=task,
+                exit_attempt=run.attempt,
+                worker=worker.worker,
+            )
+        )
+        c.mark_dirty(run.node)
+        self.drop_payload(task)
+        self._call_closed(actor_id)
+
     def _store(self, spec: TaskSpec, stored: list[StoredValue], node: NodeID) -> tuple[tuple[ObjectID, int], ...]:
         values = self.c.values
         owner_of = self.c.owner_of
@@ -633,7 +675,11 @@ class Executor:
         args, kwargs = self.resolve_args(payload)
         actor = run.worker.actor
         assert actor is not None
-        result = getattr(actor.instance, payload.method)(*args, **kwargs)
+        try:
+            bound = getattr(actor.instance, payload.method)
+        except AttributeError as missing:
+            bound = builtin_method(actor.instance, payload.method, missing)
+        result = bound(*args, **kwargs)
         if inspect.isawaitable(result):
             result = await result
         return self.pack_returns(run, result)
@@ -895,7 +941,11 @@ def _method_body(executor: Executor, run: Run) -> list[Any]:
     actor = run.worker.actor
     assert actor is not None
     args, kwargs = executor.resolve_args(payload)
-    result = getattr(actor.instance, payload.method)(*args, **kwargs)
+    try:
+        bound = getattr(actor.instance, payload.method)
+    except AttributeError as missing:
+        bound = builtin_method(actor.instance, payload.method, missing)
+    result = bound(*args, **kwargs)
     return executor.pack_returns(run, result)
 
 

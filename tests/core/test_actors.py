@@ -244,14 +244,16 @@ def test_constructor_error_kills_the_actor_without_restart() -> None:
     assert only(out, C.ScheduleTask) == []
 
 
-def test_unschedulable_creation_kills_the_actor_as_unschedulable() -> None:
+@pytest.mark.parametrize("kind", [ErrorKind.TASK_UNSCHEDULABLE, ErrorKind.ACTOR_UNSCHEDULABLE])
+def test_unschedulable_creation_kills_the_actor_as_unschedulable(kind: ErrorKind) -> None:
     s = Story()
     spec, _ = s.create(max_restarts=2, strategy=NodeAffinityStrategy(node=N1))
-    reason = failure(ErrorKind.TASK_UNSCHEDULABLE, "node-00001 is dead")
+    reason = failure(kind, "node-00001 is dead")
     out = s.feed(E.TaskUnschedulable, task=spec.creation.task_id, attempt=1, failure=reason)
     assert s.am.state(spec.actor_id) is ActorState.DEAD
     cause = s.am.death_cause(spec.actor_id)
     assert cause is not None and cause.kind is ErrorKind.ACTOR_UNSCHEDULABLE
+    assert "node-00001 is dead" in cause.message
     # Its scheduler already dropped the attempt: nothing to withdraw.
     assert out == [C.ReportActorDead(stimulus_id=f"s{s.step}", actor=spec.actor_id, failure=cause)]
 
@@ -359,6 +361,110 @@ def test_kill_allowing_restart_restarts_while_budget_lasts() -> None:
     s.feed(E.ActorKillRequested, actor=spec.actor_id, no_restart=False)
     assert s.am.state(spec.actor_id) is ActorState.DEAD
     assert worker != s.am.worker_of(spec.actor_id)
+
+
+def exit_from(s: Story, start: C.StartTask) -> list[C.Command]:
+    """The call ``start`` called ``exit_actor()`` on its worker."""
+    assert start.spec.actor_id is not None
+    return s.feed(
+        E.ActorKillRequested,
+        actor=start.spec.actor_id,
+        exit_call=start.spec.task_id,
+        exit_attempt=start.attempt,
+        worker=start.worker,
+    )
+
+
+def test_exit_actor_ends_the_actor_for_good_and_fails_the_calling_and_queued_calls() -> None:
+    s = Story()
+    spec, _ = s.create(max_restarts=2, max_task_retries=2)
+    worker = s.make_alive(spec)
+    [running] = only(s.call(spec, 1), C.StartTask)
+    s.call(spec, 2)
+    out = exit_from(s, running)
+    assert s.am.state(spec.actor_id) is ActorState.DEAD
+    assert s.am.restarts(spec.actor_id) == 0
+    cause = s.am.death_cause(spec.actor_id)
+    assert cause is not None and cause.kind is ErrorKind.ACTOR_DIED
+    assert cause.detail("cause") == "intended_exit" and "exit_actor()" in cause.message
+    # The calling call first, then the queued one: both fail for good with the exit as cause.
+    assert [(a.task, a.actor_restarting, a.failure) for a in only(out, C.AbortActorTask)] == [
+        (running.spec.task_id, False, cause),
+        (call_id(spec, DRIVER, 2), False, cause),
+    ]
+    assert only(out, C.KillWorker) == [C.KillWorker(stimulus_id=f"s{s.step}", worker=worker, node=N0)]
+    assert only(out, C.ScheduleTask) == []
+    assert only(out, C.ReportActorDead) == [
+        C.ReportActorDead(stimulus_id=f"s{s.step}", actor=spec.actor_id, failure=cause)
+    ]
+    [late] = s.call(spec, 3)
+    assert isinstance(late, C.AbortActorTask) and late.failure == cause
+    assert s.feed(E.WorkerDied, worker=worker, node=N0) == []
+
+
+def test_an_exiting_concurrent_actor_lets_running_calls_finish_then_dies() -> None:
+    s = Story()
+    spec, _ = s.create(max_restarts=1, max_concurrency=3)
+    worker = s.make_alive(spec)
+    starts: list[C.StartTask] = []
+    for seq in range(1, 5):
+        starts += only(s.call(spec, seq), C.StartTask)
+    assert [c.spec.caller_seq for c in starts] == [1, 2, 3]
+    out = exit_from(s, starts[1])
+    # Still alive while calls 1 and 3 run: nothing new starts, the queued call 4 fails.
+    assert s.am.state(spec.actor_id) is ActorState.ALIVE
+    assert [a.task for a in only(out, C.AbortActorTask)] == [starts[1].spec.task_id, call_id(spec, DRIVER, 4)]
+    assert only(out, C.KillWorker) == [] and only(out, C.StartTask) == []
+    [refused] = s.call(spec, 5)
+    assert isinstance(refused, C.AbortActorTask) and not refused.actor_restarting
+    assert refused.failure.detail("cause") == "intended_exit"
+    assert s.finish(starts[0]) == []
+    out = s.finish(starts[2])
+    assert s.am.state(spec.actor_id) is ActorState.DEAD
+    assert only(out, C.KillWorker) == [C.KillWorker(stimulus_id=f"s{s.step}", worker=worker, node=N0)]
+    assert only(out, C.ScheduleTask) == [] and only(out, C.AbortActorTask) == []
+
+
+def test_a_death_while_exiting_is_not_restarted() -> None:
+    s = Story()
+    spec, _ = s.create(max_restarts=3, max_concurrency=2)
+    worker = s.make_alive(spec)
+    first, second = only(s.call(spec, 1) + s.call(spec, 2), C.StartTask)
+    exit_from(s, first)
+    out = s.feed(E.WorkerDied, worker=worker, node=N0)
+    assert s.am.state(spec.actor_id) is ActorState.DEAD
+    assert only(out, C.ScheduleTask) == []
+    [abort] = only(out, C.AbortActorTask)
+    assert abort.task == second.spec.task_id and not abort.actor_restarting
+
+
+def test_a_second_exit_while_exiting_fails_that_call_too() -> None:
+    s = Story()
+    spec, _ = s.create(is_async=True, max_concurrency=3)
+    s.make_alive(spec)
+    starts = only(s.call(spec, 1) + s.call(spec, 2) + s.call(spec, 3), C.StartTask)
+    exit_from(s, starts[0])
+    assert s.am.state(spec.actor_id) is ActorState.ALIVE and len(s.am.running_calls(spec.actor_id)) == 2
+    out = exit_from(s, starts[1])
+    [abort] = only(out, C.AbortActorTask)
+    assert abort.task == starts[1].spec.task_id and abort.failure.detail("cause") == "intended_exit"
+    out = s.finish(starts[2])
+    assert s.am.state(spec.actor_id) is ActorState.DEAD and len(only(out, C.KillWorker)) == 1
+
+
+def test_an_exit_request_from_an_old_attempt_or_another_worker_is_dropped() -> None:
+    s = Story()
+    spec, _ = s.create(max_restarts=1)
+    old = s.make_alive(spec)
+    [running] = only(s.call(spec, 1), C.StartTask)
+    s.feed(E.WorkerDied, worker=old, node=N0)
+    s.make_alive(spec)
+    assert exit_from(s, running) == []  # its worker is gone: the actor restarted meanwhile
+    [retry] = only(s.call(spec, 1, attempt=2), C.StartTask)
+    wrong = C.StartTask(stimulus_id="x", spec=retry.spec, attempt=1, node=N0, worker=retry.worker)
+    assert exit_from(s, wrong) == []
+    assert s.am.stats["stale_exit_requested"] == 2
+    assert s.am.state(spec.actor_id) is ActorState.ALIVE
 
 
 def test_node_death_kills_or_restarts_the_actors_on_it() -> None:
