@@ -48,6 +48,8 @@ class ModelActor:
     args_ready: bool = False
     worker: WorkerID | None = None
     """The worker of the current incarnation (constructor running, or alive)."""
+    exiting: bool = False
+    """A call of the current incarnation called ``exit_actor()``; calls still running finish."""
 
 
 @dataclass
@@ -147,7 +149,8 @@ class ActorManagerMachine(RuleBasedStateMachine):
                 a = self.attempts[(c.task, c.attempt)]
                 assert a.fate in ("queued", "running"), f"aborted {c.task}#{c.attempt} in fate {a.fate}"
                 assert c.failure.kind in (ErrorKind.ACTOR_DIED, ErrorKind.ACTOR_UNSCHEDULABLE)
-                restarting = self.model[c.actor].state is not D
+                m = self.model[c.actor]
+                restarting = m.state is not D and not m.exiting
                 assert c.actor_restarting == restarting, f"abort restarting={c.actor_restarting}"
                 assert not restarting or a.fate == "running", "a queued call was aborted by a restart"
                 a.fate = "aborted"
@@ -202,6 +205,9 @@ class ActorManagerMachine(RuleBasedStateMachine):
     # --- the model ----------------------------------------------------------------------------
 
     def lose(self, m: ModelActor, *, restartable: bool) -> None:
+        if m.exiting:
+            restartable = False  # an actor that chose to exit is never restarted
+            m.exiting = False
         m.worker = None
         budget = m.spec.max_restarts
         if restartable and (budget == INFINITE or m.restarts < budget):
@@ -567,11 +573,93 @@ class ActorManagerMachine(RuleBasedStateMachine):
         a.worker = a.node = None
         if was_running:
             a.fate = "finished"
+            m = self.model[a.spec.actor_id] if a.spec.actor_id else None
+            if m is not None and m.exiting and not self.running_calls_of(a.spec.actor_id):
+                self.lose(m, restartable=False)  # the last running call of an exiting actor
         self.feed(kind, task=a.spec.task_id, attempt=a.attempt, node=node, worker=worker)
         stale_after = self.am.stats["stale_task_finished"] + self.am.stats["stale_task_failed"]
         assert stale_after == stale_before + (0 if was_running else 1)
         if not was_running:
             assert self.last_out == [], "a late report from an old incarnation caused commands"
+
+    def running_calls_of(self, actor: ActorID | None) -> list[Attempt]:
+        return [a for a in self.attempts.values() if a.spec.actor_id == actor and a.fate == "running"]
+
+    def calls_that_may_exit(self) -> list[Attempt]:
+        """Running calls on the current incarnation of an alive actor."""
+        return sorted(
+            (
+                a
+                for a in self.attempts.values()
+                if a.fate == "running"
+                and a.spec.actor_id is not None
+                and self.model[a.spec.actor_id].state is A
+                and a.worker == self.model[a.spec.actor_id].worker
+            ),
+            key=lambda a: (a.spec.task_id, a.attempt),
+        )
+
+    @precondition(lambda self: bool(self.calls_that_may_exit()))
+    @rule(data=st.data())
+    def a_call_calls_exit_actor(self, data: st.DataObject) -> None:
+        """``exit_actor()`` (or ``__ray_terminate__``): the call and the queued ones fail at
+        once, later calls fail, running ones finish; then the actor dies, not restarted."""
+        a = data.draw(st.sampled_from(self.calls_that_may_exit()))
+        actor = a.spec.actor_id
+        assert actor is not None and a.worker is not None
+        m = self.model[actor]
+        m.exiting = True
+        others = [o for o in self.running_calls_of(actor) if o is not a]
+        if not others:
+            self.lose(m, restartable=False)  # nothing left running: it ends now
+        out = self.feed(
+            E.ActorKillRequested,
+            actor=actor,
+            no_restart=True,
+            exit_call=a.spec.task_id,
+            exit_attempt=a.attempt,
+            worker=a.worker,
+        )
+        assert a.fate == "aborted", "the call that exited must fail, not return a value"
+        assert all(att.fate != "queued" for att in self.attempts.values() if att.spec.actor_id == actor)
+        assert any(isinstance(c, C.KillWorker) for c in out) == (not others)
+
+    def exiting_actors(self) -> list[ActorID]:
+        return sorted(actor for actor, m in self.model.items() if m.exiting)
+
+    @precondition(lambda self: bool(self.exiting_actors()))
+    @rule(data=st.data(), how=st.sampled_from(("worker_died", "killed_with_restart", "node_died")))
+    def an_exiting_actor_dies_before_its_calls_end(self, data: st.DataObject, how: str) -> None:
+        """However it ends, an actor that chose to exit is not restarted."""
+        actor = data.draw(st.sampled_from(self.exiting_actors()))
+        worker = self.model[actor].worker
+        assert worker is not None
+        if how == "worker_died":
+            self.worker_death(worker)
+        elif how == "killed_with_restart":
+            self.kill_actor(actor, no_restart=False)
+        else:
+            self.node_death(self.world.workers[worker])
+        assert self.model[actor].state is D
+
+    @precondition(lambda self: any(a.fate in ("finished", "aborted") for a in self.attempts.values()))
+    @rule(data=st.data())
+    def a_stale_exit_request_is_dropped(self, data: st.DataObject) -> None:
+        """An exit request from an attempt that no longer runs (late, or an old incarnation)."""
+        ended = [a for a in self.attempts.values() if a.fate in ("finished", "aborted")]
+        a = data.draw(st.sampled_from(sorted(ended, key=lambda a: (a.spec.task_id, a.attempt))))
+        assert a.spec.actor_id is not None
+        worker = a.worker or self.model[a.spec.actor_id].worker or WorkerID("gone/w0")
+        before = self.am.stats["stale_exit_requested"]
+        out = self.feed(
+            E.ActorKillRequested,
+            actor=a.spec.actor_id,
+            no_restart=True,
+            exit_call=a.spec.task_id,
+            exit_attempt=a.attempt,
+            worker=worker,
+        )
+        assert out == [] and self.am.stats["stale_exit_requested"] == before + 1
 
     @precondition(lambda self: any(a.fate == "queued" for a in self.attempts.values()))
     @rule(data=st.data())
