@@ -3,13 +3,18 @@
 Owns: ``ActorClass`` (``Cls.remote(...)``, ``Cls.options(...)``),
 ``ActorHandle`` (``handle.method.remote(...)``, picklable so it can be passed
 to tasks, counted by the runtime like refs), ``ActorMethod`` and the
-``method`` decorator (per-method ``num_returns`` and retry options),
+``method`` decorator (per-method ``num_returns`` and retry options), the
+checks a call makes at ``.remote()`` (``MethodCall``: arguments bound to the
+method's signature, generators refused without ``num_returns``),
 ``exit_actor`` (Ray's ``ray.actor.exit_actor``) and the methods every actor
 has without defining them (``__ray_ready__``, ``__ray_terminate__``: a
 handle offers them, a worker runs them through ``builtin_method``).
 
 Must not: assign ids or run anything: creation and calls go to the current
-runtime (``detray.runtime.require()``), which owns actor state.
+runtime (``detray.runtime.require()``), which owns actor state. Must not let a
+handle be part of a reference cycle (nothing it holds refers back to it): the
+actor ends when its last handle goes (Ray's rule), which must not wait for the
+cyclic garbage collector.
 """
 
 from __future__ import annotations
@@ -17,14 +22,15 @@ from __future__ import annotations
 import asyncio
 import inspect
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 from detray import runtime as _runtime_mod
 from detray import serialization
 from detray.core.ids import ActorID
 from detray.exceptions import AsyncioActorExit, IntendedActorExit
-from detray.object_ref import shape_returns
+from detray.object_ref import mark_actor_task, shape_returns
 from detray.options import (
     ACTOR_OPTIONS,
     METHOD_OPTIONS,
@@ -35,12 +41,14 @@ from detray.options import (
     method_options,
     validate,
 )
+from detray.remote_function import ArgumentCheck, generator_kind, streaming_refusal
 
 __all__ = [
     "BUILTIN_METHODS",
     "ActorClass",
     "ActorHandle",
     "ActorMethod",
+    "MethodCall",
     "builtin_method",
     "class_meta",
     "exit_actor",
@@ -148,6 +156,49 @@ def class_meta(cls: type) -> ActorClassMeta:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class MethodCall:
+    """What ``handle.method.remote()`` checks before submitting, read from the class.
+
+    Kept by the handles ``Cls.remote()`` returns in the process that has the class;
+    never pickled (a handle passed to a task or found with ``get_actor`` has none,
+    and its calls' mistakes come back from the actor at ``get``).
+    """
+
+    qualname: str
+    """``Class.method``, as errors name it."""
+    arguments: ArgumentCheck | None
+    """The method's signature as the caller sees it (no ``self``); None: unreadable."""
+    generator: str | None
+    """``generator_kind`` of the method."""
+    annotated_returns: bool
+    """``@method(num_returns=...)`` gave it an integer ``num_returns``."""
+
+
+def class_calls(cls: type, meta: ActorClassMeta) -> dict[str, MethodCall]:
+    """A ``MethodCall`` for every method of ``meta`` and every built-in method."""
+    calls: dict[str, MethodCall] = {}
+    for name in meta.methods:
+        member = getattr(cls, name)
+        function = getattr(member, "__func__", member)
+        annotated = getattr(function, _METHOD_OPTIONS_ATTR, None) or {}
+        if isinstance(inspect.getattr_static(cls, name, None), staticmethod) or inspect.ismethod(member):
+            arguments = ArgumentCheck.of(member)  # a static method, or a class method bound to cls
+        else:
+            arguments = ArgumentCheck.of(function, skip_first=True)  # run bound to the instance
+        calls[name] = MethodCall(
+            f"{meta.class_name}.{name}",
+            arguments,
+            generator_kind(function),
+            annotated.get("num_returns") is not None,
+        )
+    for name, builtin in BUILTIN_METHODS.items():
+        if name not in calls:
+            arguments = ArgumentCheck.of(builtin, skip_first=True)
+            calls[name] = MethodCall(f"{meta.class_name}.{name}", arguments, None, False)
+    return calls
+
+
 class ActorClass:
     """A class decorated with ``@remote``: ``Cls.remote(*args)`` creates an actor.
 
@@ -159,12 +210,10 @@ class ActorClass:
         self._cls = cls
         self._descriptor = FunctionDescriptor(cls)
         self._meta = class_meta(cls)
+        self._calls = class_calls(cls, self._meta)
         self._raw_options = dict(options)
         self._options = actor_options(cls.__qualname__, self._raw_options, is_async=self._meta.is_async)
-        try:
-            self._signature: inspect.Signature | None = inspect.signature(cls)
-        except (TypeError, ValueError):
-            self._signature = None
+        self._arguments = ArgumentCheck.of(cls)
         self.__name__ = cls.__name__
         self.__qualname__ = cls.__qualname__
         self.__module__ = cls.__module__
@@ -182,14 +231,11 @@ class ActorClass:
 
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
         """Create the actor; returns its handle at once (creation happens asynchronously)."""
-        if self._signature is not None:
-            try:
-                self._signature.bind(*args, **kwargs)
-            except TypeError as error:
-                raise TypeError(f"{self._cls.__qualname__}.__init__(): {error}") from None
+        if self._arguments is not None:
+            self._arguments.check(args, kwargs, f"{self._cls.__qualname__}.__init__")
         runtime = _runtime_mod.require()
         actor_id = runtime.create_actor(self._descriptor, self._meta, args, kwargs, self._options)
-        return ActorHandle(actor_id, self._meta)
+        return ActorHandle(actor_id, self._meta, self._calls)
 
     def options(self, **kwargs: Any) -> ActorClass:
         """A copy with these options overriding the decorator's (``name``, ``lifetime``, ...)."""
@@ -223,14 +269,19 @@ class ActorHandle:
 
     Picklable (pass it to tasks and other actors); compared and hashed by
     actor id. While handles exist the runtime keeps a non-detached actor alive.
+    ``handle.method`` is a new ``ActorMethod`` each time: a cached one would refer
+    back to the handle, and the cycle would keep the actor alive until the cyclic
+    garbage collector ran (never, while the program blocks in ``get``).
     """
 
-    __slots__ = ("_actor_id", "_meta", "_runtime", "_token", "_methods", "__weakref__")
+    __slots__ = ("_actor_id", "_meta", "_calls", "_runtime", "_token", "__weakref__")
 
-    def __init__(self, actor_id: str, meta: ActorClassMeta) -> None:
+    def __init__(
+        self, actor_id: str, meta: ActorClassMeta, calls: Mapping[str, MethodCall] | None = None
+    ) -> None:
         self._actor_id = ActorID(actor_id)
         self._meta = meta
-        self._methods: dict[str, ActorMethod] = {}
+        self._calls = calls
         runtime = _runtime_mod._current
         self._runtime = runtime
         self._token = None if runtime is None else runtime.add_actor_handle(self._actor_id)
@@ -246,17 +297,12 @@ class ActorHandle:
     def __getattr__(self, name: str) -> ActorMethod:
         if name in ActorHandle.__slots__:
             raise AttributeError(name)
-        cached = self._methods.get(name)
-        if cached is not None:
-            return cached
         options = self._meta.methods.get(name)
         if options is None:
             if name not in BUILTIN_METHODS:
                 raise AttributeError(f"'{self._meta.class_name}' actor has no method '{name}'")
             options = method_options(f"{self._meta.class_name}.{name}", {})
-        bound = ActorMethod(self, name, options)
-        self._methods[name] = bound
-        return bound
+        return ActorMethod(self, name, options, False)
 
     @property
     def actor_id(self) -> ActorID:
@@ -291,25 +337,54 @@ def _rebuild_actor_handle(actor_id: str, meta: ActorClassMeta) -> ActorHandle:
 
 
 class ActorMethod:
-    """``handle.method``: ``.remote(...)`` submits a call, ``.options(...)`` overrides options."""
+    """``handle.method``: ``.remote(...)`` submits a call, ``.options(...)`` overrides options.
 
-    __slots__ = ("_handle", "_name", "_options")
+    Holds its handle (so ``m = handle.f; del handle; m.remote()`` works); the handle
+    does not hold it back.
+    """
 
-    def __init__(self, handle: ActorHandle, name: str, options: MethodOptions) -> None:
+    __slots__ = ("_handle", "_name", "_options", "_returns_given")
+
+    def __init__(
+        self, handle: ActorHandle, name: str, options: MethodOptions, returns_given: bool
+    ) -> None:
         self._handle = handle
         self._name = name
         self._options = options
+        self._returns_given = returns_given  # .options() set an integer num_returns
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
+        """Submit the call; returns an ``ObjectRef`` (a list for ``num_returns > 1``, ``None``
+        for ``num_returns=0``). Arguments that do not fit the method raise ``TypeError`` here."""
+        handle = self._handle
+        calls = handle._calls
+        if calls is not None:
+            call = calls.get(self._name)
+            if call is not None:
+                self._check(call, args, kwargs)
         runtime = _runtime_mod.require()
-        refs = runtime.submit_actor_task(
-            self._handle._actor_id, self._name, args, kwargs, self._options
-        )
-        return shape_returns(refs, self._options.num_returns)
+        refs = runtime.submit_actor_task(handle._actor_id, self._name, args, kwargs, self._options)
+        return shape_returns(mark_actor_task(refs), self._options.num_returns)
+
+    def _check(self, call: MethodCall, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if call.generator is not None:
+            refusal = streaming_refusal(
+                call.generator,
+                call.annotated_returns or self._returns_given,
+                call.qualname,
+                f"@method(num_returns=N) on the method or .{self._name}.options(num_returns=N) "
+                "on the call",
+            )
+            if refusal is not None:
+                raise NotImplementedError(refusal)
+        if call.arguments is not None:
+            call.arguments.check(args, kwargs, call.qualname)
 
     def options(self, **kwargs: Any) -> ActorMethod:
         qualname = f"{self._handle._meta.class_name}.{self._name}"
-        return ActorMethod(self._handle, self._name, method_options(qualname, kwargs, self._options))
+        options = method_options(qualname, kwargs, self._options)
+        returns_given = self._returns_given or kwargs.get("num_returns") is not None
+        return ActorMethod(self._handle, self._name, options, returns_given)
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{self._name}.bind(): Ray DAGs are not supported by detray")

@@ -24,7 +24,7 @@ from detray import runtime as _runtime_mod
 from detray import settings
 from detray.actor import ActorClass, ActorHandle
 from detray.exceptions import RaySystemError, as_raised
-from detray.object_ref import ObjectRef
+from detray.object_ref import ObjectRef, is_actor_task_ref
 from detray.options import env_vars_of
 from detray.remote_function import RemoteFunction
 from detray.runtime import InitOptions, Runtime, RuntimeContext, StoredError
@@ -72,7 +72,8 @@ NOT_IMPLEMENTED: dict[str, str] = {
     "ray.init(local_mode=True)": "local mode is not supported: use mode='sim' for a single-process run",
     "ray.put(_owner=...)": "transferring ownership on put is not supported",
     "RemoteFunction.bind / ActorClass.bind / ActorMethod.bind": "Ray DAGs are not supported",
-    "ray.get(ObjectRefGenerator) / num_returns='dynamic'|'streaming'": "generator tasks are not supported",
+    "ray.get(ObjectRefGenerator) / num_returns='dynamic'|'streaming', or a generator (async generator) "
+    "function or method without an integer num_returns": "streaming generator tasks are not supported",
     "runtime_env keys other than env_vars": "only runtime_env={'env_vars': {...}} is supported",
     "options placement_group*, accelerator_type, label_selector, fallback_strategy, "
     "concurrency_groups, concurrency_group, tensor_transport": "see detray.options.UNSUPPORTED_OPTIONS",
@@ -411,12 +412,18 @@ def wait(
 
 
 def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
-    """Cancel the task that creates ``object_ref`` (``get`` then raises ``TaskCancelledError``)."""
+    """Cancel the task that creates ``object_ref`` (``get`` then raises ``TaskCancelledError``).
+
+    ``force=True`` (kill the worker running it) is refused with ``ValueError`` for an
+    actor method call, as Ray refuses it: it would kill the actor; use ``kill()`` for that.
+    """
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(
             "cancel() only supported for object refs. For actors, try kill(). "
             f"Got: {type(object_ref).__name__}."
         )
+    if force and is_actor_task_ref(object_ref):
+        raise ValueError("force=True is not supported for actor tasks.")
     runtime().cancel(object_ref, bool(force), bool(recursive))
 
 

@@ -2,8 +2,10 @@
 
 Owns: the ref's identity (its ``ObjectID``; equality and hashing by id, as
 Ray), its pickling (recorded as contained when inside ``serialize``), its
-reference-count notifications to the runtime it was created under, and
-``await ref`` / ``ref.future()``.
+reference-count notifications to the runtime it was created under,
+``await ref`` / ``ref.future()``, and whether it is the result of an actor
+method call (``is_actor_task_ref``: Ray reads that from the id; detray's ids do
+not carry it, so the ref does, through pickling too).
 
 Must not: hold the value, block in ``__init__``/``__del__``, or reach a
 runtime other than the one it registered with for counting (a ref that
@@ -36,11 +38,12 @@ class ObjectRef:
     ``concurrent.futures.Future``.
     """
 
-    __slots__ = ("_id", "_owner", "_runtime", "_token", "__weakref__")
+    __slots__ = ("_id", "_owner", "_runtime", "_token", "_actor_task", "__weakref__")
 
     def __init__(self, object_id: str, owner: str | None = None) -> None:
         self._id = ObjectID(object_id)
         self._owner = None if owner is None else WorkerID(owner)
+        self._actor_task = False
         runtime = _runtime_mod._current
         self._runtime = runtime
         self._token = None if runtime is None else runtime.add_local_ref(self._id)
@@ -108,7 +111,10 @@ class ObjectRef:
             runtime = _runtime_mod._current or self._runtime
             if runtime is not None:
                 runtime.ref_escaped(self._id)
-        return (_rebuild_object_ref, (self._id, self._owner))
+        # Two rebuilders with names of one length: a pickle holding refs of one kind has
+        # the same size whichever kind it holds (the simulator's timings follow sizes).
+        rebuild = _rebuild_method_ref if self._actor_task else _rebuild_object_ref
+        return (rebuild, (self._id, self._owner))
 
     # --- waiting ------------------------------------------------------------------------------
     def future(self) -> concurrent.futures.Future[Any]:
@@ -158,12 +164,32 @@ def typed_refs(object_ids: tuple[ObjectID, ...], owner: WorkerID) -> list[Object
         ref._owner = owner
         ref._runtime = runtime
         ref._token = None if runtime is None else runtime.add_local_ref(obj)
+        ref._actor_task = False
         refs.append(ref)
     return refs
 
 
+def mark_actor_task(refs: list[ObjectRef]) -> list[ObjectRef]:
+    """``refs``, the returns of an actor method call, marked as such (``is_actor_task_ref``)."""
+    for ref in refs:
+        ref._actor_task = True
+    return refs
+
+
+def is_actor_task_ref(ref: ObjectRef) -> bool:
+    """Whether ``ref`` is a return of an actor method call (here or in the process that
+    pickled it); ``cancel(force=True)`` refuses those, as Ray does."""
+    return ref._actor_task
+
+
 def _rebuild_object_ref(object_id: str, owner: str | None) -> ObjectRef:
     return ObjectRef(object_id, owner)
+
+
+def _rebuild_method_ref(object_id: str, owner: str | None) -> ObjectRef:
+    ref = ObjectRef(object_id, owner)
+    ref._actor_task = True
+    return ref
 
 
 def _serving_runtime() -> Runtime:

@@ -155,6 +155,9 @@ class RuntimeContext:
         return self._actor_id
 
     def get_actor_name(self) -> str | None:
+        """The current actor's name: ``""`` for an unnamed actor, ``None`` outside an actor (Ray's rule)."""
+        if self._actor_name is None and self._actor_id is not None:
+            return ""
         return self._actor_name
 
     @property

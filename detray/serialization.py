@@ -168,11 +168,14 @@ def deserialize(serialized: SerializedObject, *, read_only: bool = True) -> Any:
 
 def serialize_returns(result: Any, name: str, count: int) -> list[SerializedObject]:
     """A task's result as its ``count`` return values, serialized (Ray's ``num_returns`` rules):
-    one return is the result itself, more need a sequence of exactly that many values."""
-    if count == 1:
-        return [serialize(result, f"the return value of {name}()")]
-    if count == 0:
-        return []
+    one return is the result itself, more need a sequence of exactly that many values. A
+    generator's yielded values are its returns for any ``count`` (it must yield exactly
+    ``count`` of them)."""
+    if not isinstance(result, types.GeneratorType):
+        if count == 1:
+            return [serialize(result, f"the return value of {name}()")]
+        if count == 0:
+            return []
     try:
         values = list(result)
     except TypeError:

@@ -52,7 +52,8 @@ SHUTDOWN = "shutdown"  # (SHUTDOWN, req): the driver ends the cluster
 REPLY = "reply"  # (REPLY, req, data)
 ASSIGN = "assign"  # (ASSIGN, worker_id, node_id, env vars, job)
 RUN = "run"  # (RUN, spec, attempt, payload, gpu_ids, args {obj: wire}, meta|None)
-INTERRUPT = "interrupt"  # (INTERRUPT, task, attempt)
+#   meta of an actor creation: (class meta, max_concurrency, actor name|None)
+INTERRUPT = "interrupt"  # (INTERRUPT, task, attempt): a non-forced cancel (the worker applies Ray's rule)
 EXIT = "exit"  # (EXIT,): the worker exits (after an EXITING it runs its atexit handlers first)
 
 Wire = tuple[Any, ...]

@@ -710,7 +710,9 @@ class Raylet:
         meta = None
         if spec.kind is TaskKind.ACTOR_CREATION and spec.actor_id is not None:
             actor_spec = self.actor_specs[spec.actor_id]
-            meta = (self.actor_meta.get(spec.actor_id), actor_spec.max_concurrency)
+            # The actor's name goes with every creation (restarts too): its code reads it
+            # (``get_runtime_context().get_actor_name()``) for the actor's whole life.
+            meta = (self.actor_meta.get(spec.actor_id), actor_spec.max_concurrency, actor_spec.name)
             proc.actor = spec.actor_id
             proc.gpu_ids = command.gpu_ids
             if command.attempt > 1:

@@ -17,14 +17,18 @@ channel itself (``RayletConnection(main_thread_reads=True)``): a run of a
 normal task or a single-threaded actor reaches it with no hand-off between
 threads; while it runs one, the connection's helper thread reads (replies
 to nested ``get``s, cancels). Runs for a threaded actor go to its pool and
-for an async actor onto its loop, from whichever thread read them. A
-non-forced cancel of a task on the main thread sends this process SIGINT,
-as Ray does (``KeyboardInterrupt`` also ends a blocking ``time.sleep`` or a
-detray ``get``); the handler raises only while a task's code runs on the
-main thread, so a late SIGINT never breaks a read of the channel or a
-report. In an actor's thread pool a cancel raises ``TaskCancelledError`` in
-that thread at its next bytecode (``PyThreadState_SetAsyncExc``); an async
-call's asyncio task is cancelled; a call cancelled before it started
+for an async actor onto its loop, from whichever thread read them.
+
+A non-forced cancel (``INTERRUPT``) follows Ray's documented rule
+(``ray.cancel``). A normal task's code gets ``KeyboardInterrupt``: this
+process sends itself SIGINT, which also ends a blocking ``time.sleep`` or a
+detray ``get``; the handler raises only while a normal task's code runs on
+the main thread, so a late SIGINT never breaks a read of the channel, a
+report, or an actor's state. An async actor call's asyncio task is
+cancelled (its coroutine sees ``asyncio.CancelledError``). A call of a
+regular or threaded actor that has started is not interrupted (an actor has
+state): it runs to its end and its result or error is reported as usual.
+Any call that has not started yet (sent here but waiting for its thread)
 reports the cancel without running. When the raylet goes away the worker
 exits at once.
 
@@ -40,7 +44,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
-import ctypes
 import inspect
 import io
 import os
@@ -80,7 +83,19 @@ EXIT_GRACE_S = 10.0
 
 
 class Run:
-    __slots__ = ("spec", "attempt", "body", "gpu_ids", "args", "meta", "concurrency", "thread", "async_task", "cancelled")
+    __slots__ = (
+        "spec",
+        "attempt",
+        "body",
+        "gpu_ids",
+        "args",
+        "meta",
+        "concurrency",
+        "actor_name",
+        "thread",
+        "async_task",
+        "cancelled",
+    )
 
     def __init__(self, message: P.Message) -> None:
         _, self.spec, self.attempt, data, self.gpu_ids, self.args, meta = message
@@ -88,9 +103,13 @@ class Run:
         self.body: tuple[Any, ...] = pickle.loads(data)
         self.meta: Any = None if meta is None else meta[0]
         self.concurrency: int = 1 if meta is None else int(meta[1])
+        self.actor_name: str | None = None if meta is None else meta[2]
+        """An actor creation's: the actor's name (``None``: unnamed)."""
         self.thread: int | None = None
+        """The thread running it, set (under ``runs_lock``) when its code starts."""
         self.async_task: asyncio.Task[Any] | None = None
         self.cancelled = False
+        """A cancel reached it before it started, or interrupted it (see ``Worker.interrupt``)."""
 
 
 class Worker:
@@ -117,6 +136,7 @@ class Worker:
         self.instance: Any = None
         self.actor_id: ActorID | None = None
         self.actor_meta: Any = None
+        self.actor_name: str | None = None
         self.actor_gpu_ids: tuple[int, ...] = ()
         self.actor_resources: dict[str, float] = {}
         self.actor_restarted = False
@@ -160,18 +180,25 @@ class Worker:
         return None
 
     def interrupt(self, task: TaskID, attempt: int) -> None:
-        with self.runs_lock:
+        """A non-forced cancel of ``task``'s ``attempt``, by Ray's rule (see the module docstring)."""
+        with self.runs_lock:  # against the start of the call (``execute``, ``_run_async``)
             run = self.runs.get(task)
-        if run is None or run.attempt != attempt:
-            return
-        run.cancelled = True
-        if run.async_task is not None and self.loop is not None:
-            self.loop.call_soon_threadsafe(run.async_task.cancel)
-        elif run.thread == self.main_thread:
-            # As Ray: SIGINT, so KeyboardInterrupt also ends a blocking call (time.sleep, I/O).
-            os.kill(os.getpid(), signal.SIGINT)
-        elif run.thread is not None:
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(run.thread), ctypes.py_object(TaskCancelledError))
+            if run is None or run.attempt != attempt:
+                return
+            if run.thread is None and run.async_task is None:
+                run.cancelled = True  # not started: it reports the cancel instead of running
+                return
+            if run.async_task is not None:
+                if self.loop is not None:
+                    run.cancelled = True
+                    self.loop.call_soon_threadsafe(run.async_task.cancel)
+                return
+            if run.spec.kind is not TaskKind.NORMAL:
+                return  # a regular or threaded actor's running call is not interrupted
+            run.cancelled = True
+            if run.thread == self.main_thread:
+                # As Ray: SIGINT, so KeyboardInterrupt also ends a blocking call (time.sleep, I/O).
+                os.kill(os.getpid(), signal.SIGINT)
 
     # --- the main thread ----------------------------------------------------------------------------
 
@@ -226,39 +253,41 @@ class Worker:
 
     def execute(self, run: Run) -> None:
         spec: TaskSpec = run.spec
-        run.thread = threading.get_ident()
+        with self.runs_lock:
+            run.thread = threading.get_ident()
+            cancelled = run.cancelled
         caller = self._caller(run)
         token = CALLER.set(caller)
         if self.runtime is not None:
             self.runtime.default_caller = caller  # threads the task starts submit as the task
         saved_env = self._enter_env(run)
-        main = run.thread == self.main_thread
+        interruptible = run.thread == self.main_thread and spec.kind is TaskKind.NORMAL  # see interrupt()
         try:
             try:
-                if run.cancelled:  # cancelled while it waited its turn (an actor's queued call)
+                if cancelled:  # cancelled while it waited its turn (an actor's queued call)
                     raise TaskCancelledError(spec.task_id)
-                if main:
+                if interruptible:
                     self.interruptible = True
                 try:
                     result = self._call(run)
                 finally:
-                    if main:
+                    if interruptible:
                         self.interruptible = False
                 self._done(run, result, None)
             except BaseException as exc:  # noqa: BLE001 -- reported as the task's error
                 self._done(run, None, exc)
-        except TaskCancelledError as exc:  # a late interrupt landed while reporting
-            self._done(run, None, exc)
         finally:
             run.thread = None
             CALLER.reset(token)
             self._leave_env(saved_env)
 
     async def _run_async(self, run: Run) -> None:
-        run.async_task = asyncio.current_task()
+        with self.runs_lock:
+            run.async_task = asyncio.current_task()
+            cancelled = run.cancelled
         CALLER.set(self._caller(run))
         try:
-            if run.cancelled:  # cancelled before its coroutine started
+            if cancelled:  # cancelled before its coroutine started
                 raise TaskCancelledError(run.spec.task_id)
             result = self._call(run)
             if inspect.isawaitable(result):
@@ -282,18 +311,20 @@ class Worker:
                 gpu_ids=run.gpu_ids,
                 name=spec.name,
             )
-        meta = run.meta if kind is TaskKind.ACTOR_CREATION else self.actor_meta
+        creation = kind is TaskKind.ACTOR_CREATION
+        meta = run.meta if creation else self.actor_meta
         return Caller(
             self.worker_id,
             spec.job_id,
             TaskID(f"{spec.task_id}@{run.attempt}"),
             task_id=spec.task_id,
             actor_id=spec.actor_id,
+            actor_name=run.actor_name if creation else self.actor_name,
             actor_meta=meta,
             resources=self.actor_resources if kind is TaskKind.ACTOR_TASK else as_floats(dict(spec.resources)),
             gpu_ids=run.gpu_ids,
             name=meta.class_name if meta is not None else spec.name,
-            restarted=run.attempt > 1 if kind is TaskKind.ACTOR_CREATION else self.actor_restarted,
+            restarted=run.attempt > 1 if creation else self.actor_restarted,
         )
 
     def _enter_env(self, run: Run) -> dict[str, str | None]:
@@ -332,6 +363,7 @@ class Worker:
             cls = self._function(function_id)
             self.actor_id = spec.actor_id
             self.actor_meta = run.meta
+            self.actor_name = run.actor_name
             self.actor_gpu_ids = tuple(run.gpu_ids)
             self.actor_resources = as_floats(dict(spec.resources))
             self.actor_restarted = run.attempt > 1

@@ -80,7 +80,8 @@ from detray.sim.records import Exec, SimNode, UnitContext, Waiter
 from detray.sim.refs import RefLedger
 from detray.sim.timers import NORMAL, Timer, heap_of
 from detray.sim.trace import Trace, TraceLevel
-from detray.sim.usercode import Blocked, Outcome, Runner, Sleep, UnitState, UserCode
+from detray.sim.coop import LockWait
+from detray.sim.usercode import Blocked, Outcome, ProcessExit, Runner, Sleep, UnitState, UserCode
 
 FORWARD_BYTES = 1024
 """Wire size of a forwarded task spec (arguments inline travel on top)."""
@@ -382,6 +383,10 @@ class SimCluster:
             self.stopping = True
         elif request.__class__ is PlaneWait:
             self._plane_waiters.append(ex)
+        elif request.__class__ is LockWait:
+            self.executor.blocked_on_lock(ex, request)
+        elif request.__class__ is ProcessExit:
+            self.executor.process_exit(ex, request.code)
         else:
             raise TypeError(f"user code blocked on an unknown request {request!r}")
 

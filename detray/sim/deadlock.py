@@ -16,6 +16,8 @@ from detray.core.resources import as_floats
 
 OBJECTS_SHOWN_MAX = 10
 UNITS_SHOWN_MAX = 20
+HOLDERS_SHOWN_MAX = 8
+_WAITS_FOR_RESOURCES = frozenset({"QUEUED", "WAITING_FOR_WORKER"})
 
 
 def explain(cluster: Any) -> tuple[str, tuple[str, ...]]:
@@ -24,7 +26,7 @@ def explain(cluster: Any) -> tuple[str, tuple[str, ...]]:
     driver = cluster.driver_exec
     execs = [driver] if driver is not None else []
     for worker in cluster.executor.workers.values():
-        execs.extend(ex for ex in worker.execs if ex.waiter is not None and not ex.dead)
+        execs.extend(ex for ex in worker.execs if not ex.dead and (ex.waiter is not None or _waits_for_lock(ex)))
     for ex in execs[:UNITS_SHOWN_MAX]:
         lines.append(_unit_line(cluster, ex))
     if len(execs) > UNITS_SHOWN_MAX:
@@ -33,13 +35,25 @@ def explain(cluster: Any) -> tuple[str, tuple[str, ...]]:
         f"detray (sim): deadlock at t={cluster.now():.6f} s: no event is pending and user code "
         "is waiting, so nothing can ever happen."
     )
-    return "\n".join([head, *lines]), tuple(lines)
+    return "\n".join([head, *lines, *_future_lines(cluster)]), tuple(lines)
+
+
+def _future_lines(cluster: Any) -> list[str]:
+    """Why the objects of ``ObjectRef.future()``s still pending are not ready (a unit that
+    waits on such a future waits in a threading Condition, which names no object)."""
+    pending = [w for w in cluster.waiters.values() if w.kind == "future" and not w.done]
+    lines = [f"a future() waits for {w.objects[0]}: {why_not_ready(cluster, w.objects[0], w.node)}" for w in pending]
+    if len(lines) > OBJECTS_SHOWN_MAX:
+        lines[OBJECTS_SHOWN_MAX:] = [f"... and {len(lines) - OBJECTS_SHOWN_MAX} more pending futures"]
+    return lines
 
 
 def _unit_line(cluster: Any, ex: Any) -> str:
     who = "the driver" if ex.context.kind == "driver" else f"{ex.unit.label or ex.context.kind}"
     waiter = ex.waiter
     if waiter is None:
+        if _waits_for_lock(ex):
+            return f"{who} {ex.lock_wait.describe()}"
         return f"{who} is blocked (not on objects)"
     missing = [obj for obj in waiter.objects if not _ready(cluster, obj, waiter.node, waiter.fetch)]
     parts = [f"{who} waits in {waiter.kind}() for {len(waiter.objects)} object(s), {len(missing)} not ready:"]
@@ -48,6 +62,11 @@ def _unit_line(cluster: Any, ex: Any) -> str:
     if len(missing) > OBJECTS_SHOWN_MAX:
         parts.append(f"  ... and {len(missing) - OBJECTS_SHOWN_MAX} more")
     return "\n".join(parts)
+
+
+def _waits_for_lock(ex: Any) -> bool:
+    wait = ex.lock_wait
+    return wait is not None and not wait.done
 
 
 def _ready(cluster: Any, obj: ObjectID, node: NodeID, fetch: bool) -> bool:
@@ -105,7 +124,7 @@ def _task_reason(cluster: Any, task: TaskID, depth: int) -> str:
                 f"in for others (arguments of queued and running tasks stay until they end); "
                 f"{ahead} fetch(es) ahead in line"
             )
-        return f"its task {task}: {reason} ({where.value} at {node_id})"
+        return f"its task {task}: {reason} ({where.value} at {node_id}){_room(cluster, scheduler, task, attempt, where)}"
     return f"its task {task}: {reason}{_actor_reason(cluster, reason, depth)}"
 
 
@@ -139,5 +158,70 @@ def _actor_reason(cluster: Any, reason: str, depth: int) -> str:
             rec = scheduler._tasks.get((creation, attempt))  # diagnostics only
             needs = "more than any node has" if rec is None else str(as_floats(rec.spec.placement))
             return f"; actor {actor} is {state.value}: it is infeasible: it needs {needs}, which no live node can provide"
-        return f"; actor {actor} is {state.value}: its creation is {where.value} at {node_id}"
+        room = _room(cluster, scheduler, creation, attempt, where)
+        return f"; actor {actor} is {state.value}: its creation is {where.value} at {node_id}{room}"
     return f"; actor {actor} is {state.value}"
+
+
+def _room(cluster: Any, scheduler: Any, task: TaskID, attempt: int, where: Any) -> str:
+    """For an attempt that waits for resources at ``scheduler``'s node: what it needs, what
+    the node has free, and who holds the rest (empty for an attempt that waits on anything else)."""
+    if where.name not in _WAITS_FOR_RESOURCES:
+        return ""
+    needs = scheduler.placement_of(task, attempt) or {}
+    node = scheduler.node
+    text = f": it needs {_amounts(needs)}; {node} has {_amounts(scheduler.available())} free of {_amounts(scheduler.total())}"
+    holders = _holders(cluster, scheduler, needs)
+    if holders:
+        shown = "; ".join(holders[:HOLDERS_SHOWN_MAX])
+        more = f"; ... and {len(holders) - HOLDERS_SHOWN_MAX} more" if len(holders) > HOLDERS_SHOWN_MAX else ""
+        text += f"; held by: {shown}{more}"
+    return text
+
+
+def _holders(cluster: Any, scheduler: Any, needs: dict[str, int]) -> list[str]:
+    """One phrase per running task or live actor holding some of what ``needs`` names
+    (all their holdings when it names nothing), largest first, then by name."""
+    wanted = {name for name, units in needs.items() if units > 0}
+    rows: list[tuple[int, str]] = []
+    for holder, units in scheduler.holdings().items():
+        relevant = {name: amount for name, amount in units.items() if amount > 0 and (not wanted or name in wanted)}
+        if not relevant:
+            continue  # holds none of it (a blocked task lends its CPUs)
+        what = _holder_name(cluster, scheduler, holder)
+        rows.append((-sum(relevant.values()), f"{what} holds {_amounts(relevant)}"))
+    rows.sort()
+    return [text for _size, text in rows]
+
+
+def _holder_name(cluster: Any, scheduler: Any, holder: str) -> str:
+    kind, _, rest = holder.partition(":")
+    executor = cluster.executor
+    if kind == "actor":
+        worker = executor.workers.get(rest)
+        instance = None if worker is None else worker.actor
+        if instance is None:
+            return f"the actor on worker {rest}"
+        actor = instance.actor_id
+        spec = executor.actor_specs.get(actor)
+        state = cluster.router.actors.state(actor)
+        named = f" named {spec.name!r}" if spec is not None and spec.name else ""
+        detached = ", detached" if spec is not None and spec.detached else ""
+        handles = executor.handle_counts.get(actor, 0)
+        scope = f", {handles} handle(s) in scope" if handles > 0 else ""
+        status = state.value if state is not None else "unknown"
+        return f"actor {instance.meta.class_name} {actor}{named} ({status}{detached}{scope})"
+    task, _, attempt = rest.rpartition(":")
+    worker_id = scheduler.worker_of(TaskID(task), int(attempt)) if attempt.isdigit() else None
+    worker = None if worker_id is None else executor.workers.get(worker_id)
+    run = None if worker is None else worker.runs.get(TaskID(task))
+    name = f"{run.spec.name} " if run is not None else ""
+    blocked = ""
+    if run is not None and run.exec is not None and run.exec.waiter is not None:
+        blocked = f", blocked in {run.exec.waiter.kind}()"
+    return f"running task {name}{task} (attempt {attempt}{blocked})"
+
+
+def _amounts(units: dict[str, int]) -> str:
+    """``{'CPU': 1.0, 'GPU': 0.0}``: resource units as the quantities a user asked for, by name."""
+    return str(dict(sorted(as_floats(units).items())))

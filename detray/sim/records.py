@@ -135,6 +135,8 @@ class Exec:
     dead: bool = False
     blocked_worker: bool = False
     """A ``WorkerBlocked`` was fed for its current wait."""
+    lock_wait: Any = None
+    """The ``coop.LockWait`` of its latest wait for a threading lock (done once it ended)."""
 
 
 @dataclass(slots=True, eq=False)

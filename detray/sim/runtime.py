@@ -522,6 +522,17 @@ class SimRuntime:
         return ready
 
     def future(self, ref: ObjectRef) -> concurrent.futures.Future[Any]:
+        """A ``concurrent.futures.Future`` the loop completes when ``ref`` is ready (or failed).
+
+        Returns at once, as Ray's does. The future is made inside the calling unit, so its
+        condition is a cooperative lock (``coop``): ``result(timeout=)``, ``exception()``,
+        ``concurrent.futures.wait`` and ``as_completed`` block only the calling unit, in
+        virtual time (timeouts count virtual seconds), and resume when the loop sets the
+        result, in the loop's fixed order: futures complete in virtual completion order,
+        the same in every run of a seed. A wait that nothing can end is a ``DeadlockError``
+        naming the future's object. While user threads run, such a wait is a real one
+        (see ``coop``).
+        """
         context = self._ctx()
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         waiter = self._request(context, "future", (ref.id,), 1, True, None)

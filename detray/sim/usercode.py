@@ -18,7 +18,8 @@ unit finishes or blocks, as an `Outcome`:
     close()              -> every suspended unit is killed with GreenletExit
 
 Inside a unit, the runtime's blocking calls (``get``, ``wait``, actor calls,
-``time.sleep`` via `Sleep`) end in ``block(request)``: the unit is suspended,
+``time.sleep`` via `Sleep`, ``os._exit`` via `ProcessExit`, a cooperative
+lock's wait via ``coop.LockWait``) end in ``block(request)``: the unit is suspended,
 the loop gets ``Blocked(request)`` and decides when to resume it. So units
 never run concurrently and never switch to each other: the loop's order is
 the only order. Each switch goes through ``virtual_env.enter``/``leave``,
@@ -53,6 +54,14 @@ class Sleep:
     of virtual time (``Sleep(0.0)`` still lets every other ready unit run first)."""
 
     duration_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessExit:
+    """The request ``os._exit(code)`` blocks on inside a unit: its process dies now (the
+    loop kills the unit's simulated worker; the unit is never resumed, only killed)."""
+
+    code: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +158,10 @@ class UserCode(Sandbox):
 
     def sleep(self, seconds: float) -> None:
         block(Sleep(seconds))
+
+    def exit_process(self, code: int) -> None:
+        block(ProcessExit(code))
+        raise AssertionError("a unit that called os._exit was resumed")  # the loop only kills it
 
     def __repr__(self) -> str:
         name = getattr(self.fn, "__qualname__", repr(self.fn))

@@ -8,8 +8,9 @@ units in and out through `enter` and `leave`; this module knows nothing of
 greenlets, SimPy or scheduling.
 
 Must not: change anything outside user code. When no unit runs in the calling
-thread, every patched function is the original: the progress bar, pytest and
-Hypothesis deadlines keep real time and real output.
+thread, every patched function behaves as the original: the progress bar, pytest
+and Hypothesis deadlines keep real time and real output, and locks made there
+are real ones.
 
 Virtualized, inside user code only, while `install` is in effect:
 
@@ -30,6 +31,15 @@ Virtualized, inside user code only, while `install` is in effect:
   lines, each prefixed with ``"(<label>) "`` and handed to the unit's sink
   (default `console_sink`: the real stream). A partial line is held until its
   newline or the end of the unit.
+- ``os._exit(code)`` calls ``Sandbox.exit_process(code)``: ``usercode.UserCode``
+  makes it the death of the unit's simulated process (the loop kills a task's
+  or actor's worker; the driver's ends the real process). Outside units, and in
+  user threads, it is the real one.
+- ``threading.Lock``/``RLock`` (and what the standard library builds on them:
+  ``Condition``, ``Event``, ``Semaphore``, ``Barrier``, ``queue.Queue``,
+  ``concurrent.futures.Future``) made inside a unit are cooperative, and the
+  clocks ``threading`` and ``queue`` captured at import read the unit's: see
+  ``coop``, whose `install` this module's `install` calls.
 
 Not virtualized (documented; ``--check-determinism`` catches their effects):
 ``datetime.now()``/``date.today()``, ``time.localtime()``/``gmtime()``/
@@ -61,6 +71,8 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import math
+import operator
+import os
 import random
 import struct
 import sys
@@ -91,10 +103,13 @@ class Sandbox:
     """What one unit of user code sees. ``usercode.UserCode`` extends it.
 
     The runner sets ``clock``, ``sink`` and ``random_slot`` before the unit's
-    first switch in.
+    first switch in. ``thread_key``, left unset by default, names the simulated
+    thread of units that share one (an async actor's steps share its loop's):
+    ``coop``'s re-entrant locks are owned per thread.
     """
 
-    __slots__ = ("label", "clock", "sink", "random_slot", "_partial")
+    __slots__ = ("label", "clock", "sink", "random_slot", "_partial", "thread_key")
+    thread_key: object
 
     def __init__(self, label: str) -> None:
         self.label = label
@@ -106,6 +121,11 @@ class Sandbox:
     def sleep(self, seconds: float) -> None:
         """Block this unit for ``seconds`` of virtual time (``time.sleep``)."""
         raise NotImplementedError
+
+    def exit_process(self, code: int) -> None:
+        """``os._exit(code)`` called in this unit: the default ends the real process
+        (``usercode.UserCode`` makes it its simulated worker's death instead)."""
+        real_exit(code)
 
     def write_output(self, stream: str, text: str) -> None:
         """Emit each complete line of ``text`` to the sink, prefixed; hold the rest."""
@@ -158,6 +178,17 @@ _current_thread = 0
 _emitting = False  # a sink is running: output passes straight through
 _depth = 0  # units entered and not yet left: >1 only for a runner nested in a unit
 _outside_states: list[Any] = []  # per depth: the random state saved at `enter`
+
+
+def in_simulation_thread() -> bool:
+    """Whether the caller runs on the OS thread that runs (or last ran) the units."""
+    return _current_thread != 0 and get_ident() == _current_thread
+
+
+def real_stream(stream: str) -> TextIO:
+    """The real ``stdout``/``stderr`` (what the patch stands in for while installed)."""
+    proxy = _proxies.get(stream)
+    return proxy.target if proxy is not None else getattr(sys, stream)
 
 
 def current() -> Sandbox | None:
@@ -558,6 +589,10 @@ def _virtual_monotonic() -> float:
     return box.clock()
 
 
+virtual_monotonic = _virtual_monotonic
+"""``time.monotonic`` as user code sees it (also what ``coop`` gives ``threading`` and ``queue``)."""
+
+
 def _virtual_monotonic_ns() -> int:
     box = _current
     if box is None or get_ident() != _current_thread:
@@ -594,6 +629,22 @@ def _virtual_sleep(seconds: Any) -> None:
     if math.isinf(seconds_f):
         raise OverflowError("sleep length is too large")
     box.sleep(seconds_f)
+
+
+def _virtual_exit(code: Any) -> None:
+    code = operator.index(code)  # what os._exit accepts: an integer (TypeError otherwise)
+    box = _current
+    if box is None or get_ident() != _current_thread:
+        real_exit(code)
+    else:
+        box.exit_process(code)
+
+
+def real_exit(code: int) -> None:
+    _real_os_exit(code)
+
+
+_real_os_exit: Callable[[int], Any] = os._exit
 
 
 _TIME_PATCHES: dict[str, Callable[..., Any]] = {
@@ -677,6 +728,12 @@ def install() -> None:
             _real[name] = getattr(time, name)
             setattr(time, name, fake)
         _asyncio_base_events().time = _AsyncioClock()
+        global _real_os_exit
+        _real_os_exit = os._exit
+        setattr(os, "_exit", _virtual_exit)  # noqa: B010 -- typeshed's _exit never returns; ours may not
+        from detray.sim import coop  # here: coop reads the running unit from this module
+
+        coop.install()
         for stream in ("stdout", "stderr"):
             proxy = _OutputProxy(getattr(sys, stream), stream)
             _proxies[stream] = proxy
@@ -701,6 +758,11 @@ def uninstall() -> None:
         for name, fake in _TIME_PATCHES.items():
             if getattr(time, name) is fake:
                 setattr(time, name, _real[name])
+        if os._exit is _virtual_exit:
+            setattr(os, "_exit", _real_os_exit)  # noqa: B010
+        from detray.sim import coop
+
+        coop.uninstall()
         base_events = _asyncio_base_events()
         if isinstance(base_events.time, _AsyncioClock):
             base_events.time = time

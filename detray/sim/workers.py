@@ -4,8 +4,9 @@ Owns: the workers of every node and what runs on them (``Run`` per task
 attempt, ``Exec`` per unit of user code), the payloads of tasks (function and
 serialized arguments), actor instances and their event loops, the virtual
 interval of an attempt (body at its start, results at its end), storing
-results and error values, kills (worker, node, forced cancel) and
-cancellation, and the reference holds of values nested in arguments and
+results and error values, kills (worker, node, forced cancel, ``os._exit`` in
+user code) and cancellation, units waiting for a cooperative threading lock
+(``coop``), and the reference holds of values nested in arguments and
 results. Must not: decide retries, placement or copies (the core does; this
 module reports facts: ``TaskStarted``, ``TaskFinished``, ``TaskFailed``,
 ``WorkerBlocked``...), or run user code outside the loop's order.
@@ -17,7 +18,11 @@ model, scaled by the node's slowdown) is scheduled as one SimPy timeout; at
 its end the results are stored and ``TaskFinished``/``TaskFailed`` is fed,
 unless the attempt was killed or cancelled meanwhile (a bumped token). A
 body that blocks (``get``) feeds ``WorkerBlocked`` and ``WorkerUnblocked``
-around the wait so its CPUs are lent. Async actors run every call as an
+around the wait so its CPUs are lent (a wait for a threading lock lends
+nothing: Ray does not see it either). A non-forced cancel of a running
+normal task raises ``KeyboardInterrupt`` at its pending wait, as Ray's does;
+the stored error is ``TaskCancelledError``. ``os._exit`` kills the unit's
+worker at once, as the ``KillWorker`` fault. Async actors run every call as an
 asyncio task on the actor's ``VirtualLoop``; a *step* unit runs the loop
 until nothing is ready, and the next step is scheduled when an awaited ref
 is ready or the earliest timer falls due. An actor call that raised
@@ -54,8 +59,9 @@ from detray.exceptions import (
 )
 from detray.runtime import StoredError
 from detray.serialization import serialize
-from detray.sim import streams
+from detray.sim import streams, virtual_env
 from detray.sim.asyncloop import VirtualLoop
+from detray.sim.coop import LockWait
 from detray.sim.errors import WorkerKilled
 from detray.sim.objects import NONE_STORED, StoredValue, freeze, read, serialize_result
 from detray.sim.records import (
@@ -76,8 +82,12 @@ CURRENT_CALL: contextvars.ContextVar[UnitContext] = contextvars.ContextVar("detr
 """Set in each async actor call's asyncio context: the call's ``UnitContext``."""
 
 PID_BASE = 1000
+LOCK_TIMEOUT_LATENESS_S = 1e-6
+"""A timed wait for a threading lock ends this long after its timeout (a real one never ends
+before it): code that checks its deadline afterwards with ``<`` (``as_completed``) sees it passed."""
 _NO_KWARGS: dict[str, Any] = {}  # the keyword arguments of calls without any: shared, only ever read
 _NORMAL = TaskKind.NORMAL  # a module constant: an enum member lookup costs about 0.1 us on the hot path
+_CANCELLED_TYPES = error_type_names(TaskCancelledError)
 
 
 # The events every task feeds, built positionally (``records.builder``: about half the cost of keywords).
@@ -134,12 +144,17 @@ class Executor:
     def _kill(self, worker: SimWorker, why: str) -> None:
         worker.alive = False
         self.c.emit(worker.node, "worker.died", worker=worker.worker, why=why)
-        for run in list(worker.runs.values()):
+        runs = list(worker.runs.values())
+        for run in runs:
             self._end_run(run)
         worker.runs.clear()
         for ex in list(worker.execs):
             self._kill_exec(ex, why)
         worker.execs.clear()
+        for run in runs:
+            task = run.async_task
+            if task is not None and task.done() and not task.cancelled():
+                task.exception()  # the kill ended it: read, so asyncio does not log it as never retrieved
         actor = worker.actor
         if actor is not None:
             worker.actor = None
@@ -326,6 +341,39 @@ class Executor:
         if waiter.timeout_s is not None:
             self.c.later(waiter.timeout_s, self._wait_timeout, waiter)
 
+    def blocked_on_lock(self, ex: Exec, wait: LockWait) -> None:
+        """The unit waits for a cooperative threading lock (``coop``): it resumes, through
+        the queue, with True once a release hands it the lock, or False at its timeout."""
+        ex.lock_wait = wait
+        token = ex.token
+        append = self.c.queue.append
+        resume = self._lock_wait_ended
+
+        def wake(granted: bool) -> None:
+            append((resume, ex, token, wait))
+
+        wait.wake = wake
+        if wait.done:  # handed over by a user thread before the loop saw the unit block
+            wake(wait.granted)
+        elif wait.timeout_s is not None:
+            self.c.later(wait.timeout_s + LOCK_TIMEOUT_LATENESS_S, wait.expire)
+
+    def _lock_wait_ended(self, ex: Exec, token: int, wait: LockWait) -> None:
+        if ex.dead or ex.token != token or ex.lock_wait is not wait:
+            return
+        ex.lock_wait = None
+        self.c.run_exec(ex, "resume", wait.granted)
+
+    def process_exit(self, ex: Exec, code: int) -> None:
+        """``os._exit(code)`` in a unit: a task's or actor's worker process dies as by the
+        ``KillWorker`` fault (the core retries or restarts as for any worker death); in the
+        driver, the real process exits."""
+        worker = ex.worker
+        if worker is None:
+            virtual_env.real_exit(code)  # as the real call: no cleanup, no flush
+            return
+        self.kill_worker(worker.worker, f"os._exit({code}) in {ex.unit.label or ex.context.kind}")
+
     def _unblock(self, ex: Exec) -> None:
         if ex.blocked_worker:
             ex.blocked_worker = False
@@ -480,8 +528,10 @@ class Executor:
                 run.finishing = True
                 c.later(delay_s, self._exit_requested, run, run.token)
                 return
-            cancelled = run.cancel_requested and isinstance(exc, (TaskCancelledError, _cancelled_error()))
-            error_types = error_type_names(exc)
+            cancelled = run.cancel_requested and isinstance(exc, (TaskCancelledError, KeyboardInterrupt, _cancelled_error()))
+            # The interrupt of a cancel is reported as the error its caller gets (as before
+            # Ray's KeyboardInterrupt replaced the TaskCancelledError raised in the body).
+            error_types = _CANCELLED_TYPES if cancelled and isinstance(exc, KeyboardInterrupt) else error_type_names(exc)
             stored = [self._error_value(run, exc, cancelled)]
         delay_s = c.durations.duration_s(spec.name, spec.task_id, run.attempt) * c.nodes[run.node].slowdown
         run.finishing = True
@@ -649,12 +699,15 @@ class Executor:
             self._release_holds(run)
             self._finish(run, run.token, [self._error_value(run, TaskCancelledError(command.task), True)], ("detray.exceptions.TaskCancelledError",), True)
             return
+        # As Ray documents for a running normal task: ``KeyboardInterrupt`` in its code (its
+        # ``except KeyboardInterrupt:``/``finally`` cleanup runs); the caller's get raises
+        # ``TaskCancelledError`` (``body_done`` stores that when the body lets it out).
         ex = run.exec
         if ex is not None and not ex.dead and ex.waiter is not None:
             self.cancel_wait(ex)
-            self.c.run_exec(ex, "throw", TaskCancelledError(command.task))
+            self.c.run_exec(ex, "throw", KeyboardInterrupt())
         elif ex is not None and not ex.dead and ex.unit.state is UnitState.BLOCKED:
-            self.c.run_exec(ex, "throw", TaskCancelledError(command.task))
+            self.c.run_exec(ex, "throw", KeyboardInterrupt())
 
     # -- actors ---------------------------------------------------------------------------------------
 
@@ -726,6 +779,7 @@ class Executor:
             label=f"{actor.meta.class_name} pid={worker.pid}, ip={worker.node}",
             random_slot=actor.random_slot,
         )
+        unit.thread_key = actor  # every step runs the one event loop thread of the actor (coop's RLock)
         ex = Exec(unit=unit, context=context, worker=worker, actor=actor)
         worker.execs.append(ex)
         self.c.run_exec(ex, "start", None)

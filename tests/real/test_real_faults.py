@@ -133,6 +133,10 @@ class Counter:
         self.count += 1
         return self.count
 
+    def add(self, amount: int) -> int:
+        self.count += amount
+        return self.count
+
     def pid(self) -> int:
         return os.getpid()
 
@@ -289,7 +293,7 @@ def returns_a_lock() -> Any:
     [
         (lambda: identity.remote(threading.Lock()), "argument 1 of identity"),
         (lambda: identity.remote(value=threading.Lock()), "keyword argument 'value' of identity"),
-        (lambda: Counter.remote().inc.remote(threading.Lock()), "argument 1 of Counter.inc"),
+        (lambda: Counter.remote().add.remote(threading.Lock()), "argument 1 of Counter.add"),
         (submit_closure_over_a_lock, "guard"),
     ],
     ids=["argument", "keyword-argument", "actor-method-argument", "closure"],
