@@ -104,10 +104,24 @@ def actor_name_taken(name: str, namespace: str) -> str:
     )
 
 
+CancelProbe = Callable[[], bool]
+"""Answers ``RuntimeContext.is_canceled()`` for the calling task: whether ``ray.cancel`` reached it."""
+
+
+def async_actor_cancel_probe() -> bool:
+    """The probe of an async actor's code: Ray refuses ``is_canceled()`` there."""
+    raise RuntimeError(
+        "is_canceled() is not supported in an async actor: ray.cancel cancels its running call's "
+        "asyncio task (the coroutine sees asyncio.CancelledError)"
+    )
+
+
 class RuntimeContext:
     """What ``get_runtime_context()`` reports about the code calling it (Ray's accessors).
 
     A runtime builds one with the facts of the calling driver, task or actor.
+    ``cancel_probe`` is ``None`` in the driver; in an async actor it is
+    ``async_actor_cancel_probe``.
     """
 
     def __init__(
@@ -124,6 +138,7 @@ class RuntimeContext:
         assigned_resources: Mapping[str, float] | None = None,
         gpu_ids: Sequence[int] = (),
         was_current_actor_reconstructed: bool = False,
+        cancel_probe: CancelProbe | None = None,
     ) -> None:
         self._job_id = job_id
         self._node_id = node_id
@@ -136,6 +151,7 @@ class RuntimeContext:
         self._assigned_resources = dict(assigned_resources or {})
         self._gpu_ids = list(gpu_ids)
         self._was_reconstructed = was_current_actor_reconstructed
+        self._cancel_probe = cancel_probe
 
     def get_job_id(self) -> str:
         return self._job_id
@@ -176,6 +192,17 @@ class RuntimeContext:
 
     def get_accelerator_ids(self) -> dict[str, list[str]]:
         return {"GPU": [str(gpu) for gpu in self._gpu_ids]}
+
+    def is_canceled(self) -> bool:
+        """True once ``ray.cancel`` reached the current task or actor call (asked anew at each call).
+
+        A running call of a regular or threaded actor is not interrupted by a
+        cancel: it polls this to stop early. ``RuntimeError`` in the driver
+        and in an async actor (Ray's rule).
+        """
+        if self._cancel_probe is None:
+            raise RuntimeError("is_canceled() is only available in a task or an actor call, not in the driver")
+        return self._cancel_probe()
 
     def get_placement_group_id(self) -> None:
         return None  # placement groups are not supported

@@ -36,7 +36,10 @@ until ``TaskArrived`` says the attempt moved), and on application errors
 when ``retry_exceptions`` is ``True`` or names one of
 ``TaskFailed.error_types``. Actor tasks are retried only through
 ``ActorTaskAborted`` (the actor manager owns actor deaths) when the actor is
-restarting and the budget allows. A cancelled task is never retried. An
+restarting and the budget allows. A cancelled task is never retried; a
+running normal task cancelled with ``force`` (its worker is killed) ends
+``CANCELLED`` with ``WORKER_CRASHED``, as Ray's ``get`` raises
+``WorkerCrashedError`` for it (a queued one ends with ``TASK_CANCELLED``). An
 event naming another attempt, an ended task or a dead node is dropped and
 counted in ``stats``.
 
@@ -185,7 +188,9 @@ OWN_FAILURE_KINDS = frozenset(
 )
 """Kinds a ``FAILED`` task decides itself; otherwise it carries an argument's failure
 (or what the scheduler reported as unschedulable, e.g. an argument lost at fetch)."""
-CANCELLED_FAILURE_KINDS = frozenset({ErrorKind.TASK_CANCELLED, ErrorKind.OWNER_DIED})
+CANCELLED_FAILURE_KINDS = frozenset({ErrorKind.TASK_CANCELLED, ErrorKind.OWNER_DIED, ErrorKind.WORKER_CRASHED})
+"""Kinds a ``CANCELLED`` task carries; ``WORKER_CRASHED`` only after a cancel with ``force``
+killed the worker that ran it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -852,7 +857,12 @@ class TaskManager:
     ) -> None:
         """A normal task's attempt died with its worker or node: retry it or fail it."""
         assert rec.spec.kind is _NORMAL, f"{rec.key}: actor tasks are aborted by the actor manager"
-        if rec.cancel_requested:
+        if rec.cancel_requested and rec.cancel_force:
+            # Ray: ``get`` of a running task cancelled with force raises ``WorkerCrashedError``.
+            why = f"was cancelled with force=True: its worker was killed ({why})"
+            cause = self._task_failure(rec, ErrorKind.WORKER_CRASHED, why, node=node, worker=rec.worker)
+            self._conclude(rec, _CANCELLED, cause, sid, out)
+        elif rec.cancel_requested:
             cause = self._task_failure(rec, ErrorKind.TASK_CANCELLED, f"was cancelled ({why})")
             self._conclude(rec, _CANCELLED, cause, sid, out)
         elif self._may_retry(rec) and not self._node_is_dead(rec.submit_node):

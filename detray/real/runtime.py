@@ -45,7 +45,7 @@ from detray.options import (
 from detray.real import protocol as P
 from detray.real.client import RayletConnection
 from detray.real.shm_client import ObjectNotInStoreError, StoreClient
-from detray.runtime import RuntimeContext, StoredError, actor_name_taken
+from detray.runtime import CancelProbe, RuntimeContext, StoredError, actor_name_taken
 from detray.serialization import SerializedObject, argument_label, deserialize, serialize
 
 DEFAULT_NAMESPACE = "default"
@@ -71,6 +71,7 @@ class Caller:
         "gpu_ids",
         "name",
         "restarted",
+        "cancel_probe",
     )
 
     def __init__(
@@ -87,6 +88,7 @@ class Caller:
         gpu_ids: Sequence[int] = (),
         name: str = "",
         restarted: bool = False,
+        cancel_probe: CancelProbe | None = None,
     ) -> None:
         self.worker_id = worker_id
         self.job = job
@@ -101,6 +103,8 @@ class Caller:
         self.gpu_ids = list(gpu_ids)
         self.name = name
         self.restarted = restarted
+        self.cancel_probe = cancel_probe
+        """``is_canceled()`` of the attempt (``None``: the driver, which may not ask)."""
 
 
 CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("detray_real_caller", default=None)
@@ -491,4 +495,5 @@ class RealRuntime:
             assigned_resources=caller.resources,
             gpu_ids=caller.gpu_ids,
             was_current_actor_reconstructed=caller.restarted,
+            cancel_probe=caller.cancel_probe,
         )

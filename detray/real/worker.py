@@ -27,7 +27,8 @@ the main thread, so a late SIGINT never breaks a read of the channel, a
 report, or an actor's state. An async actor call's asyncio task is
 cancelled (its coroutine sees ``asyncio.CancelledError``). A call of a
 regular or threaded actor that has started is not interrupted (an actor has
-state): it runs to its end and its result or error is reported as usual.
+state): it runs to its end and its result or error is reported as usual;
+its code sees the cancel through ``get_runtime_context().is_canceled()``.
 Any call that has not started yet (sent here but waiting for its thread)
 reports the cancel without running. When the raylet goes away the worker
 exits at once.
@@ -95,6 +96,7 @@ class Run:
         "thread",
         "async_task",
         "cancelled",
+        "cancel_requested",
     )
 
     def __init__(self, message: P.Message) -> None:
@@ -110,6 +112,8 @@ class Run:
         self.async_task: asyncio.Task[Any] | None = None
         self.cancelled = False
         """A cancel reached it before it started, or interrupted it (see ``Worker.interrupt``)."""
+        self.cancel_requested = False
+        """A cancel reached it while it ran, interrupted or not: ``is_canceled()``."""
 
 
 class Worker:
@@ -188,13 +192,14 @@ class Worker:
             if run.thread is None and run.async_task is None:
                 run.cancelled = True  # not started: it reports the cancel instead of running
                 return
+            run.cancel_requested = True
             if run.async_task is not None:
                 if self.loop is not None:
                     run.cancelled = True
                     self.loop.call_soon_threadsafe(run.async_task.cancel)
                 return
             if run.spec.kind is not TaskKind.NORMAL:
-                return  # a regular or threaded actor's running call is not interrupted
+                return  # a regular or threaded actor's running call is not interrupted: it polls is_canceled()
             run.cancelled = True
             if run.thread == self.main_thread:
                 # As Ray: SIGINT, so KeyboardInterrupt also ends a blocking call (time.sleep, I/O).
@@ -310,6 +315,7 @@ class Worker:
                 resources=as_floats(dict(spec.resources)),
                 gpu_ids=run.gpu_ids,
                 name=spec.name,
+                cancel_probe=lambda: run.cancel_requested,
             )
         creation = kind is TaskKind.ACTOR_CREATION
         meta = run.meta if creation else self.actor_meta
@@ -325,7 +331,13 @@ class Worker:
             gpu_ids=run.gpu_ids,
             name=meta.class_name if meta is not None else spec.name,
             restarted=run.attempt > 1 if creation else self.actor_restarted,
+            cancel_probe=self._cancel_probe(run),
         )
+
+    def _cancel_probe(self, run: Run) -> runtime_mod.CancelProbe:
+        if run.spec.kind is TaskKind.ACTOR_TASK and self.loop is not None:
+            return runtime_mod.async_actor_cancel_probe  # Ray refuses is_canceled() in an async actor
+        return lambda: run.cancel_requested
 
     def _enter_env(self, run: Run) -> dict[str, str | None]:
         saved: dict[str, str | None] = {}

@@ -43,7 +43,7 @@ from detray.options import (
     actor_task_spec,
     task_spec,
 )
-from detray.runtime import InitOptions, RuntimeContext, actor_name_taken
+from detray.runtime import CancelProbe, InitOptions, RuntimeContext, actor_name_taken, async_actor_cancel_probe
 from detray.serialization import argument_label, serialize
 from detray.sim import usercode
 from detray.sim.cluster import ShutdownRequest, SimCluster
@@ -635,6 +635,23 @@ class SimRuntime:
             assigned_resources=resources,
             gpu_ids=context.gpu_ids,
             was_current_actor_reconstructed=actor is not None and actor.restarts > 0,
+            cancel_probe=_cancel_probe(context),
         )
+
+
+def _cancel_probe(context: UnitContext) -> CancelProbe | None:
+    """``is_canceled()`` of the calling unit: its run's flag (set by ``interrupt_task``)."""
+    if context.kind == "driver":
+        return None
+    if context.actor is not None and context.actor.loop is not None:
+        return async_actor_cancel_probe
+    run = context.run
+    if run is None:
+        return _never_cancelled
+    return lambda: run.cancel_requested
+
+
+def _never_cancelled() -> bool:
+    return False
 
 

@@ -691,6 +691,7 @@ class Executor:
                 self.schedule_step(actor)
             return
         if run.spec.kind is TaskKind.ACTOR_TASK:
+            # Not interrupted (an actor has state): its code may poll is_canceled() (the flag above).
             self.c.count("interrupt_sync_actor_task_ignored")
             return
         if run.finishing:

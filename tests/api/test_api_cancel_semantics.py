@@ -1,7 +1,9 @@
-"""``ray.cancel`` without ``force``, held to Ray's documented rule on both drivers.
+"""``ray.cancel``, held to Ray's documented rule on both drivers.
 
 A normal task that runs gets ``KeyboardInterrupt`` in its code and its caller's
-``get`` raises ``TaskCancelledError``. An actor call that has not started is
+``get`` raises ``TaskCancelledError``. With ``force=True`` its worker is killed
+and ``get`` raises ``WorkerCrashedError`` (it is not retried); a task that was
+still queued is cancelled (``TaskCancelledError``) and never runs. An actor call that has not started is
 cancelled and never runs. One that runs on a regular or threaded actor is not
 interrupted (an actor has state): it finishes and its value is returned. One
 that runs on an async actor has its asyncio task cancelled.
@@ -21,7 +23,7 @@ import time
 import pytest
 
 import detray as ray
-from detray.exceptions import TaskCancelledError
+from detray.exceptions import TaskCancelledError, WorkerCrashedError
 
 TIMEOUT_S = 30
 
@@ -143,3 +145,32 @@ def test_a_running_task_gets_keyboard_interrupt_and_its_caller_task_cancelled(dr
     with pytest.raises(TaskCancelledError):
         ray.get(ref, timeout=TIMEOUT_S)
     assert ray.get(log.items_seen.remote(), timeout=TIMEOUT_S) == ["KeyboardInterrupt"]
+
+
+def test_force_cancel_kills_a_running_task_as_a_crash_and_cancels_a_queued_one(driver):
+    driver.init(num_cpus=2)
+
+    @ray.remote(num_cpus=2, max_retries=3)
+    def occupy_every_cpu(gate, log):
+        ray.get(log.add.remote("attempt"))
+        ray.get(gate.set.remote("started"))
+        time.sleep(3600)
+        return "finished"
+
+    @ray.remote(num_cpus=1)
+    def queued(log):
+        ray.get(log.add.remote("queued ran"))
+        return "ran"
+
+    gate, log = Gate.remote(), Log.remote()
+    running = occupy_every_cpu.remote(gate, log)
+    ray.get(gate.wait.remote("started"), timeout=TIMEOUT_S)
+    waiting = queued.remote(log)  # no CPU is free: it waits in the queue
+    ray.cancel(waiting, force=True)
+    with pytest.raises(TaskCancelledError):
+        ray.get(waiting, timeout=TIMEOUT_S)
+    ray.cancel(running, force=True)
+    with pytest.raises(WorkerCrashedError):
+        ray.get(running, timeout=TIMEOUT_S)
+    # Not retried (max_retries=3 notwithstanding), and the queued task never ran.
+    assert ray.get(log.items_seen.remote(), timeout=TIMEOUT_S) == ["attempt"]

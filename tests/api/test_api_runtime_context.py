@@ -4,6 +4,7 @@ its own actor."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -115,3 +116,79 @@ def test_an_unnamed_actor_reads_an_empty_name_and_a_task_reads_none(driver):
     assert ray.get(Named.remote().who.remote())[1] == ""
     assert ray.get(name_in_a_task.remote()) is None
     assert ray.get_runtime_context().get_actor_name() is None
+
+
+# --- is_canceled() ---------------------------------------------------------------------------
+
+POLLS_MAX = 2000
+POLL_S = 0.01
+TIMEOUT_S = 30
+
+
+@ray.remote
+class Started:
+    """One event: the polling call says it runs, the driver waits for that."""
+
+    def __init__(self):
+        self.event = asyncio.Event()
+
+    async def set(self):
+        self.event.set()
+
+    async def wait(self):
+        await self.event.wait()
+
+
+@ray.remote
+class Poller:
+    def __init__(self):
+        self.polls_seen = None
+
+    def work_until_cancelled(self, started):
+        ray.get(started.set.remote())
+        context = ray.get_runtime_context()
+        for polls in range(POLLS_MAX):
+            if context.is_canceled():
+                self.polls_seen = polls
+                return "stopped early"
+            time.sleep(POLL_S)
+        return "ran to the end"
+
+    def cancelled_after(self):
+        return self.polls_seen
+
+
+@ray.remote
+class AsyncActor:
+    async def ask(self):
+        try:
+            ray.get_runtime_context().is_canceled()
+        except RuntimeError as refused:
+            return str(refused)
+        return "answered"
+
+
+@ray.remote
+def is_canceled_in_a_task():
+    return ray.get_runtime_context().is_canceled()
+
+
+def test_a_running_actor_call_polls_is_canceled_and_stops_early(driver):
+    driver.init(num_cpus=2)
+    started, poller = Started.remote(), Poller.remote()
+    call = poller.work_until_cancelled.remote(started)
+    ray.get(started.wait.remote(), timeout=TIMEOUT_S)
+    time.sleep(0.2)  # a few polls see no cancel
+    ray.cancel(call)
+    ready, _ = ray.wait([call], timeout=TIMEOUT_S)
+    assert ready == [call]  # it ended long before its POLLS_MAX polls
+    polls = ray.get(poller.cancelled_after.remote(), timeout=TIMEOUT_S)
+    assert polls is not None and 0 < polls < POLLS_MAX, polls
+
+
+def test_is_canceled_is_false_in_a_task_and_refused_in_the_driver_and_an_async_actor(driver):
+    driver.init(num_cpus=2)
+    assert ray.get(is_canceled_in_a_task.remote(), timeout=TIMEOUT_S) is False
+    with pytest.raises(RuntimeError, match="driver"):
+        ray.get_runtime_context().is_canceled()
+    assert "async actor" in ray.get(AsyncActor.remote().ask.remote(), timeout=TIMEOUT_S)

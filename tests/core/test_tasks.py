@@ -424,14 +424,39 @@ def test_cancel_while_waiting_for_arguments_forgets_the_waiter(s: Story) -> None
     assert s.tm.stats["stale_arguments_ready"] == 1
 
 
-def test_cancel_running_task_interrupts_it_and_its_worker_death_is_not_retried(s: Story) -> None:
-    spec = s.spec()
+def test_force_cancel_of_a_running_task_kills_its_worker_and_fails_it_as_a_crash_not_retried(s: Story) -> None:
+    # Ray: get of a running task cancelled with force=True raises WorkerCrashedError.
+    spec = s.spec(max_retries=3)
     s.submit(spec)
     s.start(spec, worker=W1)
     out = s(E.CancelRequested, task=spec.task_id, force=True)
     assert out == [C.InterruptTask(stimulus_id=out[0].stimulus_id, task=spec.task_id, attempt=1, worker=W1, force=True)]
     out = s(E.WorkerDied, worker=W1, node=N1)
     assert scheduled(out) == []
+    assert fails(out) == {spec.return_ids[0]: ErrorKind.WORKER_CRASHED}
+    assert s.tm.state(spec.task_id) is TaskState.CANCELLED
+    cause = s.tm.failure(spec.task_id)
+    assert cause is not None and "force=True" in cause.message and cause.detail("worker") == W1
+
+
+def test_cancel_without_force_of_a_running_task_whose_worker_dies_is_cancelled_not_retried(s: Story) -> None:
+    spec = s.spec(max_retries=3)
+    s.submit(spec)
+    s.start(spec, worker=W1)
+    out = s(E.CancelRequested, task=spec.task_id)
+    assert of(out, C.InterruptTask)[0].force is False
+    out = s(E.WorkerDied, worker=W1, node=N1)
+    assert scheduled(out) == []
+    assert fails(out) == {spec.return_ids[0]: ErrorKind.TASK_CANCELLED}
+    assert s.tm.state(spec.task_id) is TaskState.CANCELLED
+
+
+def test_force_cancel_of_a_queued_task_fails_it_cancelled(s: Story) -> None:
+    # Ray: TaskCancelledError when the task was only scheduled; nothing ran, no worker was killed.
+    spec = s.spec()
+    s.submit(spec)
+    out = s(E.CancelRequested, task=spec.task_id, force=True)
+    assert of(out, C.InterruptTask) == []
     assert fails(out) == {spec.return_ids[0]: ErrorKind.TASK_CANCELLED}
     assert s.tm.state(spec.task_id) is TaskState.CANCELLED
 

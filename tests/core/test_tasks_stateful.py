@@ -109,6 +109,8 @@ class MTask:
     args_ready: bool = False
     queued_call: bool = False
     cancel: bool = False
+    force: bool = False
+    """Cancelled with force while running: its worker's death is a WORKER_CRASHED."""
     rebuilding: bool = False
     lost: set[ObjectID] = field(default_factory=set)
     kind: ErrorKind | None = None
@@ -377,7 +379,7 @@ class TaskManagerMachine(RuleBasedStateMachine):
         t.state = state
         t.kind = kind
         t.node = t.worker = None
-        t.cancel = t.rebuilding = False
+        t.cancel = t.force = t.rebuilding = False
         t.lost = set()
         if t.queued_call:
             assert t.spec.actor_id is not None
@@ -393,7 +395,7 @@ class TaskManagerMachine(RuleBasedStateMachine):
     def attempt_lost(self, t: MTask, kind: ErrorKind) -> None:
         assert t.normal
         if t.cancel:
-            self.end(t, "C", ErrorKind.TASK_CANCELLED)
+            self.end(t, "C", ErrorKind.WORKER_CRASHED if t.force else ErrorKind.TASK_CANCELLED)
         elif self.budget(t):
             self.retry(t)
         else:
@@ -510,7 +512,7 @@ class TaskManagerMachine(RuleBasedStateMachine):
             return
         t.state = "F"
         t.node = t.worker = None
-        t.cancel = t.rebuilding = False
+        t.cancel = t.force = t.rebuilding = False
         t.lost = set()
         for obj in t.spec.return_ids:
             self.value_at[obj] = e.node
@@ -547,6 +549,7 @@ class TaskManagerMachine(RuleBasedStateMachine):
         if t.state == "R":
             if not t.cancel:
                 t.cancel = True
+                t.force = e.force and t.normal
                 self.exp_interrupt.add(e.task)
             return
         if t.state == "W" and t.args and not t.args_ready:
