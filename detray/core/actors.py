@@ -143,7 +143,7 @@ TRANSITIONS: dict[tuple[ActorState, ActorState], str] = {
     (_P, _R): "creation attempt lost (worker or node died, killed with restart), restarts left",
     (_P, _D): "constructor raised, unschedulable, name taken, owner died, killed, or lost without restarts",
     (_A, _R): "worker or node died, or killed with no_restart=False, restarts left",
-    (_A, _D): "worker or node died without restarts left, killed, or owner died",
+    (_A, _D): "worker or node died without restarts left, killed, exited intentionally (exit_actor), or owner died",
     (_R, _A): "creation task finished",
     (_R, _R): "re-creation attempt lost, restarts left",
     (_R, _D): "constructor raised, unschedulable, owner died, killed, or lost without restarts",
