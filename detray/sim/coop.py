@@ -33,8 +33,14 @@ Which wait is cooperative (a unit, blocking, the lock taken):
 
 Outside units (the loop, user threads, after the simulation) a cooperative
 lock behaves as a real one; only the simulation's own thread, outside units,
-refuses to wait for a lock a unit holds (it would wait forever): it raises
-``RuntimeError`` naming the holder.
+while the simulation runs, refuses to wait without a timeout for a lock a unit
+holds (it would wait forever): it raises ``RuntimeError`` naming the holder.
+A zero timeout only tries, as a real lock's (the unit does not yield).
+
+A killed unit (its worker died) unwinds through its ``finally`` clauses, where
+it can no longer wait: a ``Condition.wait`` it was in cannot take the lock
+back, so the ``with`` around it finds the lock held by another unit; that
+release is skipped (a dead process releases nothing another one holds).
 
 Not covered (real, as before): locks made before the simulation started
 (module-level locks of modules imported earlier, names bound by ``from
@@ -128,8 +134,24 @@ def describe_holder(holder: Any) -> str:
     if isinstance(holder, Sandbox):
         state = getattr(holder, "state", None)
         status = "" if state is None else f" ({state.value}{', it never released it' if state.value == 'finished' else ''})"
+        if getattr(getattr(holder, "context", None), "kind", None) == "driver":
+            return f"the driver{status}"
         return f"unit {holder.label or repr(holder)}{status}"
     return f"thread {holder} (outside the simulated units)"
+
+
+def _dying_elsewhere(holder: Sandbox) -> bool:
+    """Whether the caller is a killed unit unwinding (its process died: a real one runs no
+    more code) and ``holder``, the unit holding the lock it releases, is another one.
+
+    A killed unit's ``with cond:`` around ``cond.wait()`` ends so: the wait's re-acquire
+    raises the kill at once (the unit cannot wait any more), then the ``with`` releases a
+    lock the unit never got back. Releasing it would take it from the unit holding it (a
+    lock shared beyond the dead process: made by a library in a module-level name), so the
+    release is skipped.
+    """
+    box = virtual_env.current()
+    return box is not None and box is not holder and getattr(box, "_kill", None) is not None
 
 
 def _key(box: Sandbox) -> object:
@@ -188,8 +210,8 @@ class CoopLock:
         if self.__lock.acquire(False):
             self.__holder = box if box is not None else threading.get_ident()
             return True
-        if not blocking:
-            return False
+        if not blocking or seconds == 0:
+            return False  # a zero timeout only tries, as a real lock's (no wait, no yield to other units)
         if box is None:
             return self._outside_wait(seconds)
         holder = self.__holder
@@ -198,6 +220,11 @@ class CoopLock:
         return self._cooperative_wait(box, seconds)
 
     def _cooperative_wait(self, box: Sandbox, seconds: float | None) -> bool:
+        if self.__lock.acquire(False):
+            # Released meanwhile by a user thread that has ended since (only another thread can
+            # have: nothing of the simulation ran since the caller found it taken).
+            self.__holder = box
+            return True
         wait = LockWait(self, box, seconds)
         self.__waiters.append(wait)
         try:
@@ -241,7 +268,8 @@ class CoopLock:
 
     def _outside_wait(self, seconds: float | None) -> bool:
         holder = self.__holder
-        if isinstance(holder, Sandbox) and virtual_env.in_simulation_thread():
+        if seconds is None and _patched and isinstance(holder, Sandbox) and virtual_env.in_simulation_thread():
+            # A timed wait ends (False), and after the simulation it is a real lock's wait.
             raise RuntimeError(
                 f"detray (sim): waiting for a threading lock (made at {self._origin or 'an unknown place'}) "
                 f"held by simulated {describe_holder(holder)} would block the simulation's only thread forever"
@@ -267,6 +295,9 @@ class CoopLock:
     def release(self) -> None:
         if not self.__lock.locked():
             raise RuntimeError("release unlocked lock")
+        holder = self.__holder
+        if isinstance(holder, Sandbox) and _dying_elsewhere(holder):
+            return
         self._release_held()
 
     def _release_held(self) -> None:
@@ -330,6 +361,9 @@ class CoopRLock:
 
     def release(self) -> None:
         if self.__owner is not _me() or not self._count:
+            box = virtual_env.current()
+            if box is not None and getattr(box, "_kill", None) is not None:
+                return  # a killed unit's unwinding (see `_dying_elsewhere`)
             raise RuntimeError("cannot release un-acquired lock")
         self._count -= 1
         if not self._count:
