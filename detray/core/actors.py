@@ -157,6 +157,20 @@ _QueueEntry = tuple[int, int, TaskID, int]
 """(caller_seq, arrival number, task, attempt): heap order is submission order."""
 
 
+def _abort(
+    e: Event, task: TaskID, attempt: int, actor: ActorID, cause: Failure, restarting: bool = False
+) -> AbortActorTask:
+    """The command failing call ``(task, attempt)`` of ``actor`` with ``cause``."""
+    return AbortActorTask(
+        stimulus_id=e.stimulus_id,
+        task=task,
+        attempt=attempt,
+        actor=actor,
+        actor_restarting=restarting,
+        failure=cause,
+    )
+
+
 class _Actor:
     """One actor's record. Mutated only by ``ActorManager``."""
 
@@ -607,14 +621,7 @@ class ActorManager:
             self.stats["task_for_dead_actor"] += 1
             assert a.death_cause is not None, f"dead actor {actor} has no death cause"
             cause = a.death_cause
-        return AbortActorTask(
-            stimulus_id=e.stimulus_id,
-            task=task,
-            attempt=e.attempt,
-            actor=actor,
-            actor_restarting=False,
-            failure=cause,
-        )
+        return _abort(e, task, e.attempt, actor, cause)
 
     def _call_while_exiting(self, a: _Actor, e: ActorTaskReady) -> list[Command]:
         """A call (or a newer attempt of a running one) for an actor that is exiting fails."""
@@ -626,16 +633,7 @@ class ActorManager:
         assert a.exiting is not None
         self.stats["task_for_exiting_actor"] += 1
         self._note(task, e, f"attempt {e.attempt} aborted: actor exiting")
-        out: list[Command] = [
-            AbortActorTask(
-                stimulus_id=e.stimulus_id,
-                task=task,
-                attempt=e.attempt,
-                actor=a.spec.actor_id,
-                actor_restarting=False,
-                failure=a.exiting,
-            )
-        ]
+        out: list[Command] = [_abort(e, task, e.attempt, a.spec.actor_id, a.exiting)]
         if running is not None:
             # A newer attempt proves the older one ended (its report is late).
             self.stats["superseded_in_flight"] += 1
@@ -862,16 +860,7 @@ class ActorManager:
         if task not in a.queued:
             del self._by_task[task]
         self._note(task, e, f"attempt {e.exit_attempt} called exit_actor(): aborted")
-        out.append(
-            AbortActorTask(
-                stimulus_id=e.stimulus_id,
-                task=task,
-                attempt=e.exit_attempt,
-                actor=actor,
-                actor_restarting=False,
-                failure=cause,
-            )
-        )
+        out.append(_abort(e, task, e.exit_attempt, actor, cause))
         self._abort_queued(a, cause, e, out)
         self._exit_if_drained(a, e, out)
         return out
@@ -962,16 +951,7 @@ class ActorManager:
         actor = a.spec.actor_id
         for task, attempt in a.in_flight.items():
             self._note(task, e, f"attempt {attempt} aborted (actor_restarting={restarting})")
-            out.append(
-                AbortActorTask(
-                    stimulus_id=e.stimulus_id,
-                    task=task,
-                    attempt=attempt,
-                    actor=actor,
-                    actor_restarting=restarting,
-                    failure=cause,
-                )
-            )
+            out.append(_abort(e, task, attempt, actor, cause, restarting))
             if task not in a.queued:
                 del self._by_task[task]
         a.in_flight.clear()
@@ -1006,16 +986,7 @@ class ActorManager:
                 if current is None or current[0] != attempt:
                     continue
                 self._note(task, e, f"queued attempt {attempt} aborted: actor dead")
-                out.append(
-                    AbortActorTask(
-                        stimulus_id=e.stimulus_id,
-                        task=task,
-                        attempt=attempt,
-                        actor=actor,
-                        actor_restarting=False,
-                        failure=cause,
-                    )
-                )
+                out.append(_abort(e, task, attempt, actor, cause))
                 del a.queued[task]
                 del self._by_task[task]
         assert not a.queued, f"{actor}: queued calls missing from the caller heaps: {sorted(a.queued)}"

@@ -583,14 +583,9 @@ class Executor:
         c = self.c
         spec = run.spec
         task = spec.task_id
-        run.ended = True
-        worker = run.worker
-        worker.runs.pop(task, None)
+        worker = self._close_run(run)
         node = run.node
         now = c.now()
-        actor = worker.actor
-        if actor is not None:
-            actor.calls.pop(task, None)
         if error_types is None:
             sizes = self._store(spec, stored, node)
             run.held = ()  # the stored values hold them now
@@ -637,12 +632,7 @@ class Executor:
         task = spec.task_id
         actor_id = spec.actor_id
         assert actor_id is not None
-        run.ended = True
-        worker = run.worker
-        worker.runs.pop(task, None)
-        actor = worker.actor
-        if actor is not None:
-            actor.calls.pop(task, None)
+        worker = self._close_run(run)
         c.emit(run.node, "actor.exit_requested", actor=actor_id, task=task, attempt=run.attempt)
         c.feed(
             E.ActorKillRequested(
@@ -657,6 +647,18 @@ class Executor:
         c.mark_dirty(run.node)
         self.drop_payload(task)
         self._call_closed(actor_id)
+
+    @staticmethod
+    def _close_run(run: Run) -> SimWorker:
+        """Mark ``run`` ended and take it off its worker (and actor); returns the worker."""
+        run.ended = True
+        task = run.spec.task_id
+        worker = run.worker
+        worker.runs.pop(task, None)
+        actor = worker.actor
+        if actor is not None:
+            actor.calls.pop(task, None)
+        return worker
 
     def _store(self, spec: TaskSpec, stored: list[StoredValue], node: NodeID) -> tuple[tuple[ObjectID, int], ...]:
         values = self.c.values
@@ -704,11 +706,13 @@ class Executor:
         # ``except KeyboardInterrupt:``/``finally`` cleanup runs); the caller's get raises
         # ``TaskCancelledError`` (``body_done`` stores that when the body lets it out).
         ex = run.exec
-        if ex is not None and not ex.dead and ex.waiter is not None:
+        if ex is None or ex.dead:
+            return
+        if ex.waiter is not None:
             self.cancel_wait(ex)
-            self.c.run_exec(ex, "throw", KeyboardInterrupt())
-        elif ex is not None and not ex.dead and ex.unit.state is UnitState.BLOCKED:
-            self.c.run_exec(ex, "throw", KeyboardInterrupt())
+        elif ex.unit.state is not UnitState.BLOCKED:
+            return
+        self.c.run_exec(ex, "throw", KeyboardInterrupt())
 
     # -- actors ---------------------------------------------------------------------------------------
 
